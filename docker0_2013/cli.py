@@ -1,0 +1,179 @@
+"""The `docker0` command and its three modes: docker/docker.go of 2013 (spec 1).
+
+- run as `/sbin/init`: the in-container init (sysinit.py);
+- `docker0 -d`: the daemon, serving the rcli protocol on 127.0.0.1:4242;
+- anything else: the client, which sends its arguments to the daemon.
+
+Changed since 2013 (DESIGN.md): `-g ROOT`, `-b BRIDGE` and `-H HOST:PORT`;
+an unreachable daemon is an error (exit 1) instead of the 2013 fallback that
+ran a whole runtime inside the client; the client no longer hangs after the
+reply when its stdin is a pipe that never closes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import termios
+import threading
+
+from .flag import HELP_REQUESTED, FlagError, FlagSet
+from .utils import json_compact
+
+DEFAULT_ADDRESS = "127.0.0.1:4242"
+log = logging.getLogger("docker0")
+
+
+class GoLogFormatter(logging.Formatter):
+    """`2013/04/04 23:10:11 message`, and `[debug] file:line message` for debug lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno <= logging.DEBUG:
+            return f"[debug] {record.filename}:{record.lineno} {record.getMessage()}"
+        return self.formatTime(record, "%Y/%m/%d %H:%M:%S") + " " + record.getMessage()
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(GoLogFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if os.environ.get("DEBUG") else logging.INFO)
+
+
+def global_flags() -> FlagSet:
+    flags = FlagSet("docker0")
+    flags.bool("d", "Daemon mode")
+    flags.bool("D", "Debug mode")
+    flags.string("g", "Root of the docker0 runtime (daemon)", "/var/lib/docker")
+    flags.string("b", "Bridge the containers attach to (daemon)", "lxcbr0")
+    flags.string("H", "Address the daemon listens on, and the client connects to", DEFAULT_ADDRESS)
+    return flags
+
+
+def print_usage(flags: FlagSet) -> None:
+    sys.stderr.write(f"Usage of {sys.argv[0]}:\n{flags.defaults()}")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Invalid address (want HOST:PORT): {address}")
+    return host, int(port)
+
+
+def self_path() -> str:
+    """This program's absolute path, found the way a shell finds argv[0]."""
+    argv0 = sys.argv[0]
+    if "/" not in argv0:
+        argv0 = shutil.which(argv0) or argv0
+    return os.path.abspath(argv0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if self_path() == "/sbin/init":
+        from .sysinit import main as sysinit_main
+        sys.exit(sysinit_main(argv))
+    flags = global_flags()
+    try:
+        args = flags.parse(argv)
+        address = split_address(flags["H"])
+    except (FlagError, ValueError) as e:
+        if str(e) != HELP_REQUESTED:
+            sys.stderr.write(f"{e}\n")
+        print_usage(flags)
+        sys.exit(2)
+    if flags["D"]:
+        os.environ["DEBUG"] = "1"
+    setup_logging()
+    if flags["d"]:
+        if args:
+            print_usage(flags)
+            sys.exit(0)
+        sys.exit(run_daemon(flags["g"], flags["b"], address))
+    sys.exit(run_client(address, args))
+
+
+# -- Daemon ------------------------------------------------------------------------
+
+
+def run_daemon(root: str, bridge: str, address: tuple[str, int]) -> int:
+    if platform.machine() not in ("x86_64", "amd64"):
+        log.info("The docker runtime currently only supports amd64 (not %s). "
+                 "This will change in the future. Aborting.", platform.machine())
+        return 1
+    from .runtime import Runtime
+    from .server import Server
+    try:
+        runtime = Runtime(root, bridge)
+        asyncio.run(Server(runtime, *address).serve_forever())
+    except KeyboardInterrupt:
+        return 0
+    except Exception as e:  # log.Fatal: one line with the error, exit 1
+        log.info("%s", e)
+        return 1
+    return 0
+
+
+# -- Client ------------------------------------------------------------------------
+
+
+def make_raw(fd: int) -> list:
+    """The 2013 client's partial raw mode: no echo or line editing, but ISIG and OPOST stay."""
+    saved = termios.tcgetattr(fd)
+    mode = termios.tcgetattr(fd)
+    mode[0] &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP
+                 | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON)
+    mode[3] &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.IEXTEN)
+    mode[2] &= ~(termios.CSIZE | termios.PARENB)
+    mode[2] |= termios.CS8
+    termios.tcsetattr(fd, termios.TCSAFLUSH, mode)
+    return saved
+
+
+def send_stdin(sock: socket.socket) -> None:
+    """Copy our stdin to the daemon, then half-close: the command sees EOF."""
+    try:
+        while data := os.read(0, 1 << 16):
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        if not isinstance(e, (BrokenPipeError, ConnectionResetError)):
+            log.info("Couldn't send EOF: %s", e)
+
+
+def run_client(address: tuple[str, int], args: list[str]) -> int:
+    host, port = address
+    try:
+        sock = socket.create_connection((host, port))
+        sock.sendall((json_compact(args) + "\n").encode())
+    except OSError as e:
+        sys.stderr.write(f"Error: Can't connect to the docker0 daemon at {host}:{port} ({e.strerror or e}). "
+                         f"Is 'docker0 -d' running on this host?\n")
+        return 1
+    saved = None
+    if os.isatty(0) and not os.environ.get("NORAW"):
+        saved = make_raw(0)
+
+        def on_sigint(signum, frame):
+            termios.tcsetattr(0, termios.TCSAFLUSH, saved)
+            log.info("\nSIGINT received\n")
+            os._exit(0)
+        signal.signal(signal.SIGINT, on_sigint)
+    threading.Thread(target=send_stdin, args=(sock,), daemon=True).start()
+    try:
+        while data := sock.recv(1 << 16):
+            while data:
+                data = data[os.write(1, data):]
+    except OSError as e:
+        log.info("%s", e)
+        return 1
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSAFLUSH, saved)
+    return 0

@@ -1,0 +1,212 @@
+"""Test hosts: a private network namespace with its own lxcbr0, and a daemon in it.
+
+Everything a test daemon touches lives in its namespace (bridge, veths,
+iptables rules, 127.0.0.1:4242) or under its temporary root, so tests run
+beside a real daemon and leave the host as they found it. Teardown ends only
+processes that live in the namespace the test created, by PID.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+CLONE_NEWNET = 0x40000000
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+class Netns:
+    """`ip netns add`, with lxcbr0 10.0.3.1/24 inside unless bridge=None."""
+
+    def __init__(self, bridge: str | None = "lxcbr0", address: str = "10.0.3.1/24") -> None:
+        self.name = "d0t-" + secrets.token_hex(4)
+        run("ip", "netns", "add", self.name)
+        self.exec("ip", "link", "set", "lo", "up")
+        if bridge:
+            self.exec("ip", "link", "add", bridge, "type", "bridge")
+            self.exec("ip", "addr", "add", address, "dev", bridge)
+            self.exec("ip", "link", "set", bridge, "up")
+            self.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def exec(self, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        return run("ip", "netns", "exec", self.name, *cmd, check=check, **kw)
+
+    def popen(self, *cmd: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *cmd], **kw)
+
+    def socket_connect(self, address: tuple[str, int], timeout: float = 30) -> socket.socket:
+        """A TCP connection made from inside the namespace (setns in a helper thread)."""
+        result: list = []
+
+        def connect() -> None:
+            fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+                result.append(socket.create_connection(address, timeout=timeout))
+            except OSError as e:
+                result.append(e)
+            finally:
+                os.close(fd)
+        thread = threading.Thread(target=connect)
+        thread.start()
+        thread.join()
+        if isinstance(result[0], OSError):
+            raise result[0]
+        return result[0]
+
+    def pids(self) -> list[int]:
+        """Every process whose network namespace is this one."""
+        target = os.stat(f"/run/netns/{self.name}").st_ino
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
+                        found.append(int(entry))
+                except OSError:
+                    pass
+        return found
+
+    def destroy(self) -> None:
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        run("ip", "netns", "del", self.name, check=False)
+
+
+def kill_rooted_below(path: str) -> None:
+    """End container processes: those whose root directory is below `path`."""
+    path = os.path.realpath(path)
+    for _ in range(50):
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.readlink(f"/proc/{entry}/root").startswith(path + "/"):
+                    pids.append(int(entry))
+            except OSError:
+                pass
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def unmount_below(path: str) -> None:
+    path = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted(points, key=len, reverse=True):
+        point = point.encode().decode("unicode_escape")
+        if point == path or point.startswith(path + "/"):
+            run("umount", "-l", point, check=False)
+
+
+class Daemon:
+    """A real `docker0 -d` in a private namespace, under a temporary root."""
+
+    def __init__(self, netns: Netns | None = None, root: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.netns = netns or Netns()
+        self.own_root = root is None
+        self.root = root or tempfile.mkdtemp(prefix="docker0-test-")
+        self.log_path = os.path.join(tempfile.gettempdir(), f"{self.netns.name}.log")
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self, wait: bool = True) -> None:
+        self.log = open(self.log_path, "ab")
+        self.proc = self.netns.popen(PYTHON, "-m", "docker0_2013", "-d", "-g", self.root,
+                                     *self.extra, stdout=self.log, stderr=self.log, cwd=REPO)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.logs()}")
+            try:
+                self.netns.socket_connect(("127.0.0.1", 4242), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"daemon did not listen: {self.logs()}")
+
+    def logs(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """End the daemon process (the one we started, by PID)."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
+        self.log.close()
+
+    def restart(self) -> None:
+        self.kill(signal.SIGKILL)
+        self.start()
+
+    def raw(self, line: bytes, stdin: bytes = b"", timeout: float = 120) -> bytes:
+        """Send a raw command line (plus stdin, then half-close); return the whole reply."""
+        sock = self.netns.socket_connect(("127.0.0.1", 4242), timeout=timeout)
+        with sock:
+            sock.sendall(line + stdin)
+            sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            while data := sock.recv(1 << 16):
+                chunks.append(data)
+        return b"".join(chunks)
+
+    def call(self, *args: str, stdin: bytes = b"", timeout: float = 120) -> str:
+        """One command in the 2013 JSON framing; the reply as text."""
+        import json
+        return self.raw(json.dumps(list(args)).encode() + b"\n", stdin, timeout).decode()
+
+    def client(self, *args: str, input: bytes | None = b"", timeout: float = 120,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+        """The real `docker0` client, run inside the namespace."""
+        return subprocess.run(["ip", "netns", "exec", self.netns.name, PYTHON, "-m",
+                               "docker0_2013", *args], input=input, capture_output=True,
+                              timeout=timeout, cwd=REPO, env=env)
+
+    def destroy(self) -> None:
+        try:
+            self.kill()
+        finally:
+            kill_rooted_below(self.root)
+            self.netns.destroy()
+            unmount_below(self.root)
+            if self.own_root:
+                shutil.rmtree(self.root, ignore_errors=True)
+            try:
+                os.unlink(self.log_path)
+            except FileNotFoundError:
+                pass
