@@ -128,3 +128,10 @@ class Commands:
             return usage(stdout, flags)
         stdout.write(f"containers: {len(self.containers)}\nversion: {VERSION}\n"
                      f"images: {self.graph.count()}\n")
+
+    # -- Images: import, images, history, tag, rmi (graph.py, tags.py, archive.py) --------
+
+    # -- Containers: run, start, stop, kill, restart, wait, attach, logs, ps, rm,
+    #    inspect, diff, commit, export, port (container.py, lxc.py, network.py) ----------
+
+    # -- Registry: pull, push, login (registry.py, auth.py) ---------------------------
