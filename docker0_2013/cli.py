@@ -109,9 +109,11 @@ def run_daemon(root: str, bridge: str, address: tuple[str, int]) -> int:
         return 1
     from .runtime import Runtime
     from .server import Server
+    async def serve(runtime: Runtime) -> None:
+        runtime.resume()
+        await Server(runtime, *address).serve_forever()
     try:
-        runtime = Runtime(root, bridge)
-        asyncio.run(Server(runtime, *address).serve_forever())
+        asyncio.run(serve(Runtime(root, bridge)))
     except KeyboardInterrupt:
         return 0
     except Exception as e:  # log.Fatal: one line with the error, exit 1

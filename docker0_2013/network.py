@@ -1,16 +1,41 @@
-"""Bridge address, IP and port allocators, iptables port mapper: network.go of 2013.
+"""Bridge address, IP and port allocators, iptables port mapper: network.go of 2013 (spec 8).
 
-(The allocators and port mapper are filled in by the network issue.)
+The daemon reads the bridge's address (it never creates the bridge; see
+lxc-net/), hands each starting container an IP from the bridge's subnet and
+maps public TCP ports to it with DNAT rules in the nat table.
+
+Changed since 2013, and why:
+- the iptables chain is `DOCKER0`, not `DOCKER`, so a modern Docker on the same
+  host keeps its chain (DESIGN.md difference 2); start-up removes only
+  docker0's own leftovers, repeating each deletion so duplicate jumps left by
+  a crash cannot make start-up fail;
+- the port allocator uses the whole range 49153-65535 (2013 never handed out
+  65535), and a full range is the error `No more ports available` instead of
+  a request that loops forever;
+- a full IP pool, or a /31 or /32 bridge, is `No unallocated IP available`
+  (2013 handed out 0.0.0.0 on /31 and /32); the allocator stores only the
+  addresses in use, so a /16 costs no 65k-entry list;
+- an empty `-p ""` spec is a parse error instead of a daemon crash;
+- allocators and the mapper take a lock: starts run in worker threads, where
+  2013 used goroutines and channels;
+- `NetworkManager.restore` re-reserves the address and ports of a container
+  that survived a daemon restart and re-adds its DNAT rules (2013 lost them).
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import socket
+import threading
 
+import sh
 from pyroute2 import IPRoute
 
 log = logging.getLogger("docker0")
+
+CHAIN = "DOCKER0"
+PORT_RANGE_BEGIN = 49153
+PORT_RANGE_END = 65535           # inclusive: 2013 stopped at 65534 by mistake
 
 
 def bridge_network(bridge: str) -> ipaddress.IPv4Interface:
@@ -33,9 +58,315 @@ def bridge_network(bridge: str) -> ipaddress.IPv4Interface:
     return address
 
 
+# -- `-p` specs (spec 8.4) ------------------------------------------------------------
+
+def go_quote(text: str) -> str:
+    """Go's strconv.Quote, which the ParseUint error message uses."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f",
+               "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in escapes:
+            out.append(escapes[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
+def parse_uint16(text: str) -> int:
+    """strconv.ParseUint(text, 10, 16) of Go 1.0, with its error texts.
+
+    Scanning is left to right and stops at the first problem, so "70000x"
+    is out of range while "7x" is a syntax error, as in Go.
+    """
+    def error(reason: str) -> ValueError:
+        return ValueError(f"strconv.ParseUint: parsing {go_quote(text)}: {reason}")
+    if not text:
+        raise error("invalid syntax")
+    value = 0
+    for ch in text:
+        if not "0" <= ch <= "9":
+            raise error("invalid syntax")
+        value = value * 10 + ord(ch) - ord("0")
+        if value > 0xFFFF:
+            raise error("value out of range")
+    return value
+
+
+def parse_port_spec(spec: str) -> tuple[int, int | None]:
+    """(private, public) from `PORT` (public chosen later: None) or `:PORT` (the same port)."""
+    if spec.startswith(":"):
+        port = parse_uint16(spec[1:])
+        return port, port
+    return parse_uint16(spec), None
+
+
+# -- Allocators (spec 8.2, 8.4) ---------------------------------------------------------
+
+class IPAllocator:
+    """Next-fit, round-robin addresses of a subnet, never its network, broadcast or gateway.
+
+    A faithful model of 2013's allocator: the next answer is always prepared
+    (an address, or exhaustion), which decides what a release does (spec 8.2).
+    Only the addresses in use are stored.
+    """
+
+    def __init__(self, bridge: ipaddress.IPv4Interface) -> None:
+        network = bridge.network
+        self.base = int(network.network_address)
+        self.max = network.num_addresses - 2            # candidate offsets 1 .. max
+        self.gateway = int(bridge.ip) - self.base
+        self.usable = max(self.max, 0) - (1 if 1 <= self.gateway <= self.max else 0)
+        self.in_use: set[int] = set()                   # offsets
+        self.pos = 1
+        self.answer: int | None = None                  # prepared offset; None = exhausted
+        self.lock = threading.Lock()
+        self._prepare()
+
+    def _advance(self) -> None:
+        self.pos = self.pos + 1 if self.pos < self.max else 1
+
+    def _prepare(self) -> None:
+        self.answer = None
+        if len(self.in_use) >= self.usable:
+            return           # a full pool: the 2013 scan would fail and leave pos where it was
+        for _ in range(self.max):
+            candidate = self.pos
+            self._advance()
+            if candidate != self.gateway and candidate not in self.in_use:
+                self.answer = candidate
+                return
+
+    def _offset(self, ip: str) -> int:
+        offset = int(ipaddress.IPv4Address(ip)) - self.base
+        if not 1 <= offset <= self.max or offset == self.gateway:
+            raise ValueError(f"{ip} is not an allocatable address of this network")
+        return offset
+
+    def _address(self, offset: int) -> str:
+        return str(ipaddress.IPv4Address(self.base + offset))
+
+    def acquire(self) -> str:
+        with self.lock:
+            if self.answer is None:
+                self._prepare()
+                raise RuntimeError("No unallocated IP available")
+            offset = self.answer
+            self.in_use.add(offset)
+            self._prepare()
+            return self._address(offset)
+
+    def reserve(self, ip: str) -> None:
+        """Mark a given address in use (a container restored after a daemon restart)."""
+        with self.lock:
+            offset = self._offset(ip)
+            if offset in self.in_use:
+                raise ValueError(f"IP already in use: {ip}")
+            self.in_use.add(offset)
+            if offset == self.answer:
+                self._prepare()      # the cursor is just past it: the scan goes on from there
+
+    def release(self, ip: str) -> None:
+        with self.lock:
+            offset = self._offset(ip)
+            if offset not in self.in_use:
+                return
+            self.in_use.discard(offset)
+            if self.answer is None:
+                self.pos = offset
+            else:
+                self.pos = self.pos - 1 if self.pos > 1 else self.max
+            self._prepare()
+
+
+class PortAllocator:
+    """Public TCP ports: automatic ones round-robin over the range, explicit ones on request."""
+
+    def __init__(self, begin: int = PORT_RANGE_BEGIN, end: int = PORT_RANGE_END) -> None:
+        self.begin, self.end = begin, end
+        self.next = begin                  # 2013's generator: never rewinds on release
+        self.in_use: set[int] = set()
+        self.lock = threading.Lock()
+
+    def acquire(self) -> int:
+        with self.lock:
+            for _ in range(self.end - self.begin + 1):
+                port = self.next
+                self.next = port + 1 if port < self.end else self.begin
+                if port not in self.in_use:
+                    self.in_use.add(port)
+                    return port
+            raise RuntimeError("No more ports available")
+
+    def reserve(self, port: int) -> None:
+        """An explicit `:PORT`: any 0-65535, as in 2013; the range is not checked."""
+        with self.lock:
+            if port in self.in_use:
+                raise RuntimeError(f"Port already in use: {port}")
+            self.in_use.add(port)
+
+    def release(self, port: int) -> None:
+        with self.lock:
+            self.in_use.discard(port)
+
+
+# -- iptables (spec 8.5) ------------------------------------------------------------------
+
+def iptables(*args: str) -> None:
+    """Run iptables; its output is discarded, as in 2013. Errors carry the 2013 texts."""
+    try:
+        command = sh.Command("iptables")
+    except sh.CommandNotFound:
+        raise RuntimeError("command not found: iptables") from None
+    try:
+        command(*args)
+    except sh.ErrorReturnCode:
+        raise RuntimeError("iptables failed: iptables " + " ".join(args)) from None
+
+
+class PortMapper:
+    """DNAT rules in the nat table's own chain, jumped to for local destinations."""
+
+    def __init__(self, chain: str = CHAIN) -> None:
+        self.chain = chain
+        self.mapping: dict[int, tuple[str, int]] = {}     # public port -> (ip, private port)
+        self.lock = threading.Lock()                      # one iptables change at a time
+        self.cleanup()
+        self.setup()
+
+    def _jumps(self) -> list[tuple[str, ...]]:
+        new = ("-m", "addrtype", "--dst-type", "LOCAL", "-j", self.chain)
+        return [("PREROUTING", *new), ("OUTPUT", *new),
+                ("PREROUTING", "-j", self.chain), ("OUTPUT", "-j", self.chain)]   # v0.1.0 style
+
+    def cleanup(self) -> None:
+        """Remove this chain and the jumps to it, ignoring errors (nothing to remove)."""
+        with self.lock:
+            for jump in self._jumps():
+                for _ in range(100):          # a crashed earlier setup may have left several
+                    try:
+                        iptables("-t", "nat", "-D", *jump)
+                    except RuntimeError:
+                        break
+            for step in ("-F", "-X"):
+                try:
+                    iptables("-t", "nat", step, self.chain)
+                except RuntimeError:
+                    pass
+
+    def setup(self) -> None:
+        with self.lock:
+            steps = [(("-N", self.chain), f"Failed to create {self.chain} chain"),
+                     (("-A", *self._jumps()[0]), "Failed to inject docker in PREROUTING chain"),
+                     (("-A", *self._jumps()[1]), "Failed to inject docker in OUTPUT chain")]
+            for args, failure in steps:
+                try:
+                    iptables("-t", "nat", *args)
+                except RuntimeError as e:
+                    raise RuntimeError(f"{failure}: {e}") from None
+
+    def _rule(self, action: str, public: int, ip: str, private: int) -> None:
+        iptables("-t", "nat", action, self.chain, "-p", "tcp", "--dport", str(public),
+                 "-j", "DNAT", "--to-destination", f"{ip}:{private}")
+
+    def map(self, public: int, ip: str, private: int) -> None:
+        with self.lock:
+            self._rule("-A", public, ip, private)
+            self.mapping[public] = (ip, private)
+
+    def unmap(self, public: int) -> None:
+        with self.lock:
+            if public not in self.mapping:
+                raise RuntimeError("Port is not mapped")
+            ip, private = self.mapping[public]
+            self._rule("-D", public, ip, private)
+            del self.mapping[public]
+
+
+# -- Per-container interfaces (spec 8.3) ---------------------------------------------------
+
+class NetworkInterface:
+    """One container's address and its port mappings, until `release`."""
+
+    def __init__(self, manager: NetworkManager, ip: str) -> None:
+        self.manager = manager
+        self.ip = ip
+        self.prefixlen = manager.bridge_network.network.prefixlen
+        self.gateway = str(manager.bridge_network.ip)
+        self.port_mapping: dict[str, str] = {}     # spec 5.1: private -> public, as strings
+        self.public_ports: list[int] = []          # every mapped port, also overwritten entries
+        self.released = False
+        self.lock = threading.Lock()
+
+    def allocate_port(self, spec: str) -> int:
+        """Parse a `-p` spec, reserve the public port, add its DNAT rule; return the port."""
+        private, public = parse_port_spec(spec)
+        return self.map_port(private, public)
+
+    def map_port(self, private: int, public: int | None) -> int:
+        ports = self.manager.ports
+        if public is None:
+            public = ports.acquire()
+        else:
+            ports.reserve(public)
+        try:
+            self.manager.mapper.map(public, self.ip, private)
+        except BaseException:
+            ports.release(public)
+            raise
+        with self.lock:
+            self.public_ports.append(public)
+            self.port_mapping[str(private)] = str(public)
+        return public
+
+    def release(self) -> None:
+        """Remove the DNAT rules, free the ports and the address. Idempotent."""
+        with self.lock:
+            if self.released:
+                return
+            self.released = True
+            ports, self.public_ports = self.public_ports, []
+        for public in ports:
+            try:
+                self.manager.mapper.unmap(public)
+            except RuntimeError as e:
+                log.warning("releasing port %d of %s: %s", public, self.ip, e)
+            self.manager.ports.release(public)
+        self.manager.ips.release(self.ip)
+
+
 class NetworkManager:
-    """Owns the bridge address and hands out per-container network interfaces."""
+    """Owns the bridge address, the allocators and the port mapper (spec 4.2 step 4)."""
 
     def __init__(self, bridge: str) -> None:
         self.bridge = bridge
         self.bridge_network = bridge_network(bridge)
+        self.ips = IPAllocator(self.bridge_network)
+        self.ports = PortAllocator()
+        self.mapper = PortMapper()
+
+    def allocate(self) -> NetworkInterface:
+        return NetworkInterface(self, self.ips.acquire())
+
+    def restore(self, ip: str, port_mapping: dict[str, str] | None) -> NetworkInterface:
+        """The interface of a container still running after a daemon restart.
+
+        Start-up flushed the chain, so the DNAT rules are added again. On any
+        error nothing stays reserved.
+        """
+        self.ips.reserve(ip)
+        iface = NetworkInterface(self, ip)
+        try:
+            for private, public in (port_mapping or {}).items():
+                iface.map_port(parse_uint16(private), parse_uint16(public))
+        except BaseException:
+            iface.release()
+            raise
+        return iface

@@ -12,15 +12,21 @@ Changed since 2013 (spec 4.2, DESIGN.md):
 """
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 
+from . import graph as layers, lxc
 from .auth import load_config
 from .commands import Commands
-from .graph import Graph
+from .container import Config, Container, NetworkSettings, State, process_alive, read_exit_code
+from .graph import Graph, Image
 from .network import NetworkManager
 from .tags import TagStore
-from .utils import TruncIndex
+from .utils import TruncIndex, generate_id, now_string, parse_time
 
 DEFAULT_ROOT = "/var/lib/docker"
 DEFAULT_BRIDGE = "lxcbr0"
@@ -56,9 +62,116 @@ class Runtime(Commands):
         self.tags = TagStore(os.path.join(self.root, "repositories"), self.graph)
         self.network = NetworkManager(bridge)
         self.auth = load_config(self.root)
-        self.containers: dict = {}
+        self.containers: dict[str, Container] = {}
         self.container_index = TruncIndex()
+        self.still_running: list[Container] = []
         self.restore()
 
+    def resume(self) -> None:
+        """Inside the event loop: watch the containers that outlived the last daemon."""
+        for container in self.still_running:
+            container.monitor_task = asyncio.create_task(container.monitor(container.State.Pid))
+        self.still_running = []
+
+    # -- Containers -----------------------------------------------------------------
+
     def restore(self) -> None:
-        """Load every saved container (filled in by the containers issue)."""
+        """Load every saved container (spec 4.6)."""
+        for name in sorted(os.listdir(self.repository)):
+            try:
+                container = Container.load(os.path.join(self.repository, name),
+                                           graph=self.graph, network=self.network)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.debug("Failed to load container %s: %s", name, e)
+                continue
+            if container.Id != name:
+                log.debug("Container %s is stored at %s", container.Id, name)
+                continue
+            self.reconnect(container)
+            self.register(container)
+
+    def reconnect(self, container: Container) -> None:
+        """A container saved as running: follow it again, or record how it ended."""
+        if not container.State.Running:
+            return
+        if process_alive(container.State.Pid, container.Id):
+            ns = container.NetworkSettings
+            container.iface = self.network.restore(ns.IpAddress, ns.PortMapping)
+            self.still_running.append(container)
+            return
+        if layers.is_mounted(container.rootfs):
+            layers.unmount_rootfs(container.rootfs)
+        container.State = State(Running=False, Pid=0, StartedAt=container.State.StartedAt,
+                                ExitCode=read_exit_code(container.path("exit-code")))
+        container.NetworkSettings = NetworkSettings()
+        container.started.clear()
+        container.stopped.set()
+        container.to_disk()
+
+    def register(self, container: Container) -> None:
+        if not container.Id:
+            raise ValueError("Invalid empty id")
+        if container.Id in self.containers:
+            raise ValueError("Container is already loaded")
+        container.created_at = parse_time(container.Created)
+        self.containers[container.Id] = container
+        self.container_index.add(container.Id)
+
+    def get(self, name: str) -> Container | None:
+        """A container by full ID or unique ID prefix."""
+        try:
+            return self.containers[self.container_index.get(name)]
+        except KeyError:
+            return None
+
+    def list(self) -> list[Container]:
+        """Newest first (spec 4.7)."""
+        return sorted(self.containers.values(), key=lambda c: c.created_at, reverse=True)
+
+    def create(self, config: Config) -> Container:
+        """A new stopped container (spec 4.3); nothing is mounted or allocated yet."""
+        image = self.tags.lookup_image(config.Image)
+        container_id = generate_id()
+        config.Hostname = config.Hostname or container_id[:12]
+        container = Container(Id=container_id, Created=now_string(), Path=config.Cmd[0],
+                              Args=list(config.Cmd[1:]), Config=config, State=State(),
+                              Image=image.id, NetworkSettings=NetworkSettings(),
+                              SysInitPath=lxc.SYSINIT, root=os.path.join(self.repository, container_id),
+                              graph=self.graph, network=self.network)
+        os.mkdir(container.root, 0o700)
+        container.to_disk()
+        self.register(container)
+        return container
+
+    async def destroy(self, container: Container) -> None:
+        """Stop, unmount and delete a container (spec 4.5)."""
+        if container.Id not in self.containers:
+            raise LookupError(f"Container {container.Id} not found - maybe it was already destroyed?")
+        await container.stop()
+        if layers.is_mounted(container.rootfs):
+            try:
+                layers.unmount_rootfs(container.rootfs)
+            except OSError as e:
+                raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
+        del self.containers[container.Id]
+        self.container_index.delete(container.Id)
+        try:
+            shutil.rmtree(container.root)
+        except OSError as e:
+            raise RuntimeError(f"Unable to remove filesystem for {container.Id}: {e}") from None
+
+    def commit(self, container: Container, repository: str = "", tag: str = "",
+               comment: str = "") -> Image:
+        """A new image from the container's rw layer (spec 6.5); blocking."""
+        from . import archive  # TODO(lead): hoist once archive.py lands
+        def fill_layer(layer: str) -> None:
+            with tempfile.TemporaryFile(dir=container.root) as spool:
+                archive.tar_layer(container.rw, spool)
+                spool.seek(0)
+                archive.untar(spool, layer)
+        image = self.graph.create(fill_layer, comment=comment, parent=container.Image,
+                                  container=container.Id,
+                                  container_config=dataclasses.asdict(container.Config))
+        if repository:
+            self.tags.set(repository, tag, image.id, force=True)
+        return image

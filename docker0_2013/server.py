@@ -48,6 +48,10 @@ class Stdout:
             await self.drain()
         asyncio.run_coroutine_threadsafe(write_and_drain(), self.loop).result()
 
+    def blocking(self) -> "ThreadStdout":
+        """A file-like view for blocking code in a worker thread (tarfile, say)."""
+        return ThreadStdout(self)
+
 
 class Stdin:
     """The command's input: whatever the client sends after its command line."""
@@ -65,6 +69,10 @@ class Stdin:
             size = 1 << 16
         return asyncio.run_coroutine_threadsafe(self.read(size), self.loop).result()
 
+    def blocking(self) -> "ThreadStdin":
+        """A file-like view for blocking code in a worker thread (tarfile, say)."""
+        return ThreadStdin(self)
+
 
 class ThreadStdin:
     """A file-like view of Stdin for blocking code in a worker thread."""
@@ -79,6 +87,20 @@ class ThreadStdin:
                 chunks.append(chunk)
             return b"".join(chunks)
         return self.stdin.read_from_thread(size)
+
+
+class ThreadStdout:
+    """A file-like view of Stdout for blocking code in a worker thread."""
+
+    def __init__(self, stdout: Stdout) -> None:
+        self.stdout = stdout
+
+    def write(self, data: bytes) -> int:
+        self.stdout.write_from_thread(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def parse_command_line(line: bytes) -> list[str]:

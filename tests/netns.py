@@ -96,6 +96,26 @@ class Netns:
         run("ip", "netns", "del", self.name, check=False)
 
 
+def cgroup_mounts_script() -> str:
+    """Shell commands that mount the host's cgroup hierarchies again.
+
+    `ip netns exec` mounts a fresh /sys for the namespace (LXC needs its
+    /sys/class/net), which hides /sys/fs/cgroup; without it LXC cannot apply
+    any cgroup limit. Mounting the same hierarchies again (in the private
+    mount namespace `ip netns exec` made) brings them back.
+    """
+    commands = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            point = fields.split()[4]
+            fstype, source, options = rest.split()[:3]
+            if point.startswith("/sys/fs/cgroup") and fstype in ("tmpfs", "cgroup", "cgroup2"):
+                options = "mode=755" if fstype == "tmpfs" else options
+                commands.append(f"mkdir -p {point} && mount -t {fstype} -o {options} {source} {point}")
+    return " && ".join(commands + ['exec "$@"'])
+
+
 def kill_rooted_below(path: str) -> None:
     """End container processes: those whose root directory is below `path`."""
     path = os.path.realpath(path)
@@ -142,7 +162,8 @@ class Daemon:
 
     def start(self, wait: bool = True) -> None:
         self.log = open(self.log_path, "ab")
-        self.proc = self.netns.popen(PYTHON, "-m", "docker0_2013", "-d", "-g", self.root,
+        self.proc = self.netns.popen("sh", "-c", cgroup_mounts_script(), "sh",
+                                     PYTHON, "-m", "docker0_2013", "-d", "-g", self.root,
                                      *self.extra, stdout=self.log, stderr=self.log, cwd=REPO)
         if wait:
             self.wait_ready()

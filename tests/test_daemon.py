@@ -45,7 +45,7 @@ def test_plain_words_use_shell_quoting(daemon):
     (b"[not json\n", b"Error: invalid JSON command line"),
     (b'{"a": 1}\n', b"Error: No such command: {a:"),
     (b"[1, 2]\n", b"Error: the JSON command line must be an array of strings\n"),
-    (b'"ps"\n', b"Error: No such command: ps"),
+    (b'"frob"\n', b"Error: No such command: frob"),
     (b"\xff\xfe\n", b"Error: the command line is not valid UTF-8\n"),
     (b"\n", b"Error: empty command line"),
     (b"", b"Error: EOF\n"),

@@ -1,0 +1,479 @@
+"""A container: its JSON record, its process and its streams. container.go and state.go of 2013.
+
+Start, in one line each (spec 5.5): mount the layered root, allocate an IP and
+ports, write config.lxc, then run
+
+    sh -c 'lxc-execute ... -- <sysinit> -g GW [-u USER] -- CMD...; echo $? > exit-code'
+
+with the container's stdout and stderr going straight into its log files.
+
+Changed since 2013, and why:
+- output goes to `<ID>-stdout.log` / `<ID>-stderr.log` directly, and `attach`
+  follows those files. The container does not depend on the daemon's pipes, so
+  a detached container outlives a daemon that is stopped or killed, and its
+  later output still reaches `logs`;
+- the small `sh` wrapper writes lxc-execute's exit status to `exit-code`, so
+  the status of a container that ended while the daemon was down is still
+  known after a restart (2013 showed `Exit -127`, spec 4.6); `State.Pid` is
+  that wrapper's PID;
+- `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
+  Docker did, instead of 2013's three, so interactive shells behave;
+- per-container lock and a race-free wait (2013 could double-start, and lose
+  the wake-up of `wait`, spec 10.2); a failed start releases what it took.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pty
+import select
+import signal
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
+
+from . import graph as layers, lxc
+from .utils import ZERO_TIME, atomic_write, json_compact, now_string, short_id
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .network import NetworkInterface, NetworkManager
+
+log = logging.getLogger("docker0")
+STOP_TIMEOUT = 10.0
+
+
+def _from_dict(cls, record: dict | None):
+    """A dataclass from a JSON object, ignoring unknown members (as Go did)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in (record or {}).items() if k in names})
+
+
+@dataclass
+class Config:
+    """What `run` asked for (spec 5.1, `Config`)."""
+    Hostname: str = ""
+    User: str = ""
+    Memory: int = 0
+    MemorySwap: int = 0
+    AttachStdin: bool = False
+    AttachStdout: bool = False
+    AttachStderr: bool = False
+    PortSpecs: list[str] | None = None
+    Tty: bool = False
+    OpenStdin: bool = False
+    StdinOnce: bool = False
+    Env: list[str] | None = None
+    Cmd: list[str] | None = None
+    Image: str = ""
+
+
+@dataclass
+class State:
+    Running: bool = False
+    Pid: int = 0
+    ExitCode: int = 0
+    StartedAt: str = ZERO_TIME
+
+
+@dataclass
+class NetworkSettings:
+    IpAddress: str = ""
+    IpPrefixLen: int = 0
+    Gateway: str = ""
+    PortMapping: dict[str, str] | None = None
+
+
+@dataclass
+class Container:
+    Id: str
+    Created: str
+    Path: str
+    Args: list[str]
+    Config: Config
+    State: State
+    Image: str
+    NetworkSettings: NetworkSettings
+    SysInitPath: str
+    # Not part of config.json: where it lives and the runtime parts it uses.
+    root: str = field(default="", repr=False)
+    graph: "Graph | None" = field(default=None, repr=False)
+    network: "NetworkManager | None" = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.stopped = asyncio.Event()       # set while not running
+        self.started = asyncio.Event()       # set while running
+        (self.started if self.State.Running else self.stopped).set()
+        self.iface: NetworkInterface | None = None
+        self.stdin_fd: int | None = None     # write end of the process's stdin (-i)
+        self.pty_master: int | None = None
+        self.killed = False
+        self.monitor_task: asyncio.Task | None = None
+        self.tty_task: asyncio.Task | None = None
+
+    # -- The record ------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        names = [f.name for f in fields(self) if f.name[0].isupper()]
+        return {name: (asdict(v) if hasattr(v, "__dataclass_fields__") else v)
+                for name in names for v in [getattr(self, name)]}
+
+    @classmethod
+    def from_dict(cls, record: dict, **parts) -> "Container":
+        return cls(Id=record["Id"], Created=record.get("Created", ZERO_TIME),
+                   Path=record.get("Path", ""), Args=record.get("Args") or [],
+                   Config=_from_dict(Config, record.get("Config")),
+                   State=_from_dict(State, record.get("State")), Image=record.get("Image", ""),
+                   NetworkSettings=_from_dict(NetworkSettings, record.get("NetworkSettings")),
+                   SysInitPath=record.get("SysInitPath", ""), **parts)
+
+    @classmethod
+    def load(cls, root: str, **parts) -> "Container":
+        with open(os.path.join(root, "config.json"), "rb") as f:
+            return cls.from_dict(json.loads(f.read()), root=root, **parts)
+
+    def to_disk(self) -> None:
+        atomic_write(self.path("config.json"), json_compact(self.to_dict()), 0o600)
+
+    def path(self, *names: str) -> str:
+        return os.path.join(self.root, *names)
+
+    @property
+    def rootfs(self) -> str:
+        return self.path("rootfs")
+
+    @property
+    def rw(self) -> str:
+        return self.path("rw")
+
+    def log_path(self, stream: str) -> str:
+        return self.path(f"{self.Id}-{stream}.log")
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.Id)
+
+    # -- Start ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self.lock:
+            if self.State.Running:
+                raise RuntimeError(f"The container {self.Id} is already running.")
+            await asyncio.to_thread(self.prepare)
+            try:
+                process = self.spawn()
+            except BaseException:
+                await asyncio.to_thread(self.release)
+                raise
+            self.killed = False
+            self.State = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
+            self.to_disk()
+            self.stopped.clear()
+            self.started.set()
+            self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
+
+    def prepare(self) -> None:
+        """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
+        if not layers.is_mounted(self.rootfs):
+            layers.mount_rootfs(self.graph, self.Image, self.rw, self.path("rw-work"), self.rootfs)
+        iface = self.network.allocate()
+        try:
+            for spec in self.Config.PortSpecs or []:
+                iface.allocate_port(spec)
+            env = lxc.environment(self.Config.Env, self.Config.Tty)
+            config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
+                                    bridge=self.network.bridge, iface=iface, env=env,
+                                    memory=self.Config.Memory, memory_swap=self.Config.MemorySwap)
+            atomic_write(self.path("config.lxc"), config, 0o600)
+        except BaseException:
+            iface.release()
+            layers.unmount_rootfs(self.rootfs)
+            raise
+        self.attach_network(iface)
+
+    def attach_network(self, iface: NetworkInterface) -> None:
+        self.iface = iface
+        self.NetworkSettings = NetworkSettings(iface.ip, iface.prefixlen, iface.gateway,
+                                               dict(iface.port_mapping) or None)
+
+    def spawn(self) -> subprocess.Popen:
+        """Run lxc-execute under the exit-code wrapper, its output into the log files."""
+        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args)
+        command = lxc.execute_command(self.Id, os.path.dirname(self.root),
+                                      self.path("config.lxc"), init)
+        exit_file = self.path("exit-code")
+        if os.path.exists(exit_file):
+            os.unlink(exit_file)
+        wrapper = ["sh", "-c", '"$@"; echo $? > "$0.tmp"; mv "$0.tmp" "$0"', exit_file, *command]
+        stdin_read = None
+        if self.Config.OpenStdin:
+            stdin_read, self.stdin_fd = os.pipe()
+        logs = [os.open(self.log_path(s), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                for s in ("stdout", "stderr")]
+        if self.Config.Tty:
+            self.pty_master, slave = pty.openpty()
+            out = err = slave
+        else:
+            out, err = logs
+        try:
+            process = subprocess.Popen(
+                wrapper, stdin=stdin_read if stdin_read is not None else subprocess.DEVNULL,
+                stdout=out, stderr=err, start_new_session=True, close_fds=True,
+                env={"PATH": lxc.DEFAULT_PATH})
+        except BaseException:
+            self.close_stdin()
+            if self.pty_master is not None:
+                os.close(self.pty_master)
+                self.pty_master = None
+            raise
+        finally:
+            for fd in {*logs, out, err, stdin_read} - {None}:
+                os.close(fd)
+        if self.pty_master is not None:
+            self.tty_task = asyncio.create_task(self.copy_tty_output())
+        return process
+
+    async def copy_tty_output(self) -> None:
+        """-t: the pty's output goes to the stdout log, like a non-tty stdout would."""
+        loop = asyncio.get_running_loop()
+        master = self.pty_master
+        fd = os.open(self.log_path("stdout"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        readable = asyncio.Event()
+        os.set_blocking(master, False)
+        loop.add_reader(master, readable.set)
+        try:
+            while True:
+                try:
+                    data = os.read(master, 1 << 16)
+                except BlockingIOError:
+                    readable.clear()
+                    await readable.wait()
+                    continue
+                except OSError:          # EIO: every slave is closed, the process ended
+                    break
+                if not data:
+                    break
+                os.write(fd, data)
+        finally:
+            loop.remove_reader(master)
+            os.close(fd)
+            os.close(master)
+            self.pty_master = None
+
+    # -- Exit ---------------------------------------------------------------------------
+
+    async def monitor(self, pid: int, process: subprocess.Popen | None = None) -> None:
+        """Wait for the wrapper to end, then release everything (spec 5.8)."""
+        await wait_for_pid(pid)
+        if process is not None:
+            await asyncio.to_thread(process.wait)
+        if self.tty_task is not None:
+            await self.tty_task
+            self.tty_task = None
+        exit_code = -1 if self.killed else read_exit_code(self.path("exit-code"))
+        if self.stdin_fd is not None:
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
+        await asyncio.to_thread(self.release)
+        self.State = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
+        if os.path.isdir(self.root):
+            self.to_disk()
+        self.started.clear()
+        self.stopped.set()
+
+    def release(self) -> None:
+        """Give back the IP, ports and iptables rules, and unmount the root."""
+        if self.iface is not None:
+            self.iface.release()
+            self.iface = None
+        self.NetworkSettings = NetworkSettings()
+        if layers.is_mounted(self.rootfs):
+            try:
+                layers.unmount_rootfs(self.rootfs)
+            except OSError as e:
+                log.info("%s: Failed to umount filesystem: %s", self.Id, e)
+
+    # -- Stop, kill, wait -------------------------------------------------------------------
+
+    def init_pid(self) -> int | None:
+        """The container's PID 1 (LXC's init) on the host: wrapper -> lxc-execute -> init."""
+        pid = self.State.Pid
+        for _ in range(2):
+            children = child_pids(pid)
+            if not children:
+                return None
+            pid = children[0]
+        return pid
+
+    def signal_init(self, sig: int) -> bool:
+        pid = self.init_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    async def kill(self) -> None:
+        """SIGKILL the container's init (the whole PID namespace dies) and wait for it."""
+        if not self.State.Running:
+            return
+        self.killed = True
+        while self.State.Running:
+            signalled = self.signal_init(signal.SIGKILL)
+            try:       # no init yet: the container is still starting; try again soon
+                await asyncio.wait_for(self.stopped.wait(), 1.0 if signalled else 0.02)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds (spec 5.6)."""
+        if not self.State.Running:
+            return
+        if not self.signal_init(signal.SIGTERM):
+            log.info("Failed to send SIGTERM to the process, force killing")
+            return await self.kill()
+        try:
+            await asyncio.wait_for(self.stopped.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.info("Container %s failed to exit within %d seconds of SIGTERM - using the force",
+                     self.Id, timeout)
+            await self.kill()
+
+    async def wait(self) -> int:
+        await self.stopped.wait()
+        return self.State.ExitCode
+
+    # -- Streams ----------------------------------------------------------------------------
+
+    def log_offsets(self) -> tuple[int, int]:
+        return tuple(os.path.getsize(p) if os.path.exists(p) else 0
+                     for p in (self.log_path("stdout"), self.log_path("stderr")))
+
+    async def attach(self, stdin, stdout, attach_stdin: bool, attach_stdout: bool,
+                     attach_stderr: bool, offsets: tuple[int, int] | None = None) -> None:
+        """Stream the container's output to `stdout` (and `stdin` into it) until it stops.
+
+        Output is followed from the logs, starting where they end now (spec 5.7:
+        what came before is for `logs`). A stopped container is waited for: the
+        attach ends when its next run does.
+        """
+        offsets = offsets or self.log_offsets()
+        jobs = []
+        if attach_stdout:
+            jobs.append(asyncio.create_task(self.follow(self.log_path("stdout"), offsets[0], stdout)))
+        if attach_stderr:
+            jobs.append(asyncio.create_task(self.follow(self.log_path("stderr"), offsets[1], stdout)))
+        if attach_stdin and self.Config.OpenStdin:
+            jobs.append(asyncio.create_task(self.feed_stdin(stdin)))
+        try:
+            for job in asyncio.as_completed(jobs):
+                await job
+        finally:
+            for job in jobs:
+                job.cancel()
+
+    async def follow(self, path: str, offset: int, out) -> None:
+        """`tail -f` of one log file from `offset`, until the container's run ends."""
+        await self.started.wait()
+        delay = 0.001
+        while not os.path.exists(path):
+            await asyncio.sleep(0.01)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while True:
+                ended = self.stopped.is_set()    # read once more after the end
+                data = f.read(1 << 18)
+                if data:
+                    out.write(data)
+                    await out.drain()
+                    delay = 0.001
+                    continue
+                if ended:
+                    return
+                try:
+                    await asyncio.wait_for(self.stopped.wait(), delay)
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, 0.05)
+
+    async def feed_stdin(self, stdin) -> None:
+        """Copy the client's input into the container's stdin (-i)."""
+        await self.started.wait()
+        while data := await stdin.read(1 << 16):
+            fd = self.pty_master if self.Config.Tty else self.stdin_fd
+            if fd is None:
+                return
+            try:
+                await asyncio.to_thread(write_all, fd, data)
+            except OSError:
+                return
+        if self.Config.StdinOnce:
+            self.close_stdin()
+            await self.stopped.wait()
+        else:
+            raise BrokenPipeError("io: read/write on closed pipe")
+
+    def close_stdin(self) -> None:
+        if self.Config.Tty and self.pty_master is not None:
+            write_all(self.pty_master, b"\x04")     # ^D: end of input for a terminal
+        elif self.stdin_fd is not None:
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
+
+
+# -- Process helpers ---------------------------------------------------------------------
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write everything, also to a non-blocking fd such as the pty master."""
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def read_exit_code(path: str) -> int:
+    """The status the wrapper recorded; -127 if it never got to write one (spec 4.6)."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return -127
+
+
+def process_alive(pid: int, container_id: str) -> bool:
+    """Is `pid` still this container's wrapper (and not a reused PID)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return container_id.encode() in f.read()
+    except OSError:
+        return False
+
+
+async def wait_for_pid(pid: int) -> None:
+    """Wait for any process to end, child or not, with a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+    loop.add_reader(fd, ended.set)
+    try:
+        await ended.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

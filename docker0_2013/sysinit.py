@@ -1,0 +1,145 @@
+"""The first code inside every container: sysinit.go of 2013 (spec 5.9).
+
+    python3 sysinit.py -g GATEWAY [-u USER] -- PROGRAM [ARG...]
+
+It sets the default route, drops the `container` variable, becomes USER and
+replaces itself with PROGRAM. Images need no Python: the host's interpreter is
+bind-mounted read-only under /dev/.docker0 (lxc.py), so this file uses the
+standard library only, and it unmounts those host files just before exec.
+
+Changed since 2013:
+- the route is added over netlink, not with /sbin/route (absent from images);
+- it is run by the host's Python, not as a copy of the daemon binary bind-mounted
+  on /sbin/init (LXC 5 refuses mount targets reached through symlinks);
+- it removes its own host mounts and drops CAP_SYS_ADMIN and CAP_SETPCAP (which
+  2013's LXC dropped before init) once it no longer needs them;
+- supplementary groups are cleared when switching user, so `-u daemon` does not
+  keep root's groups.
+"""
+import ctypes
+import os
+import socket
+import struct
+import sys
+
+INIT_DIR = "/dev/.docker0"
+MNT_DETACH = 2
+PR_CAPBSET_DROP = 24
+CAP_SETPCAP, CAP_SYS_ADMIN = 8, 21
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
+    """`-g GATEWAY`, `-u USER`, then `--` and the program's argv."""
+    gateway = user = ""
+    while argv and argv[0] != "--":
+        flag = argv.pop(0)
+        if flag not in ("-g", "-u") or not argv:
+            fail(f"sysinit: bad argument {flag!r}")
+        value = argv.pop(0)
+        gateway, user = (value, user) if flag == "-g" else (gateway, value)
+    return gateway, user, argv[1:]
+
+
+def add_default_route(gateway: str) -> None:
+    """`ip route add default via GATEWAY`, as one RTM_NEWROUTE netlink message."""
+    RTM_NEWROUTE, NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 24, 1, 4, 0x200, 0x400
+    RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, RTA_GATEWAY = 254, 3, 0, 1, 5
+    rtmsg = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+                        RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    attr = struct.pack("HH", 8, RTA_GATEWAY) + socket.inet_aton(gateway)
+    body = rtmsg + attr
+    header = struct.pack("IHHII", 16 + len(body), RTM_NEWROUTE,
+                         NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+        nl.sendall(header + body)
+        reply = nl.recv(4096)
+    error = struct.unpack("i", reply[16:20])[0]
+    if error:
+        raise OSError(-error, os.strerror(-error))
+
+
+def lookup_user(user: str) -> tuple[int, int]:
+    """(uid, gid) from the container's /etc/passwd: as a numeric uid first, then a name."""
+    try:
+        with open("/etc/passwd") as f:
+            entries = [line.rstrip("\n").split(":") for line in f if line.count(":") >= 6]
+    except OSError as e:
+        raise LookupError(e.strerror) from None
+    for field in (2, 0):
+        for entry in entries:
+            if entry[field] == user:
+                return int(entry[2]), int(entry[3])
+    raise LookupError("no such user")
+
+
+def detach_host_files() -> None:
+    """Unmount the host's Python and this file; nothing of the host stays visible."""
+    for name in ("docker0_2013", "usr"):
+        if libc.umount2(f"{INIT_DIR}/{name}".encode(), MNT_DETACH) != 0:
+            errno = ctypes.get_errno()
+            fail(f"Unable to unmount {INIT_DIR}/{name}: {os.strerror(errno)}")
+        os.rmdir(f"{INIT_DIR}/{name}")
+    os.rmdir(INIT_DIR)
+
+
+def drop_capabilities() -> None:
+    for cap in (CAP_SYS_ADMIN, CAP_SETPCAP):  # setpcap last: dropping needs it
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            fail(f"Unable to drop capability {cap}: {os.strerror(ctypes.get_errno())}")
+
+
+def find_program(name: str, path: str) -> str | None:
+    """Where `exec` would find `name`: itself if it has a slash, else along PATH."""
+    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        fail("You should not invoke docker-init manually")
+    gateway, user, program = parse_args(list(argv))
+    if not program:
+        fail("sysinit: no program given")
+    if gateway:
+        try:
+            add_default_route(gateway)
+        except OSError as e:
+            fail(f"Unable to set up networking: {e}")
+    env = {k: v for k, v in os.environ.items() if k != "container"}
+    uid_gid = None
+    if user:
+        try:
+            uid_gid = lookup_user(user)
+        except (LookupError, ValueError) as e:
+            fail(f"Unable to find user {user}: {e}")
+    if os.path.isdir(INIT_DIR):
+        detach_host_files()
+        drop_capabilities()
+    if uid_gid:
+        uid, gid = uid_gid
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    path = find_program(program[0], env.get("PATH", ""))
+    if path is None:
+        fail(f"Unable to locate {program[0]}", 127)
+    try:
+        os.execve(path, program, env)
+    except OSError as e:
+        fail(f"Unable to exec {program[0]}: {e.strerror}", 126)
+    return 1
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,64 @@
+"""The generated LXC 5 configuration and init command line (pure logic)."""
+from __future__ import annotations
+
+import pytest
+
+from docker0_2013 import lxc
+from docker0_2013.sysinit import find_program, parse_args
+
+
+class Iface:
+    ip, prefixlen, gateway = "10.0.3.7", 24, "10.0.3.1"
+
+
+def config(**kw) -> str:
+    args = dict(hostname="foobar", rootfs="/r/rootfs", bridge="lxcbr0", iface=Iface(),
+                env=lxc.environment(["A=b c"], False), memory=0, memory_swap=0)
+    args.update(kw)
+    return lxc.lxc_config(**args)
+
+
+def test_config_uses_lxc5_keys():
+    text = config()
+    assert "lxc.uts.name = foobar\n" in text
+    assert "lxc.net.0.ipv4.address = 10.0.3.7/24\n" in text
+    assert "lxc.rootfs.path = /r/rootfs\n" in text
+    assert "lxc.environment = A=b c\n" in text
+    assert "lxc.environment = HOME=/\n" in text
+    assert not any(old in text for old in ("lxc.utsname", "lxc.network.", "lxc.rootfs =", "lxc.pts"))
+    assert "memory" not in text
+
+
+def test_memory_limit_lines():
+    text = config(memory=33554432)
+    if lxc.cgroup_v2_only():
+        assert "lxc.cgroup2.memory.max = 33554432\n" in text
+    else:
+        assert "lxc.cgroup.memory.limit_in_bytes = 33554432\n" in text
+        if lxc.swap_accounting():
+            assert "lxc.cgroup.memory.memsw.limit_in_bytes = 67108864\n" in text
+
+
+def test_values_cannot_inject_config_lines():
+    with pytest.raises(ValueError, match="newline"):
+        config(hostname="x\nlxc.mount.entry = / host none bind 0 0")
+    with pytest.raises(ValueError, match="newline"):
+        config(env=["A=1\nlxc.cap.drop ="])
+
+
+def test_environment_order():
+    assert lxc.environment(None, True)[0] == "TERM=xterm"
+    assert lxc.environment(["X=1"], False)[-1] == "X=1"
+
+
+def test_init_command_line():
+    command = lxc.init_command("10.0.3.1", "daemon", "echo", ["hi"])
+    assert command[0].startswith("/dev/.docker0/usr/") and command[0].endswith("ld-linux-x86-64.so.2")
+    assert command[-7:] == ["-g", "10.0.3.1", "-u", "daemon", "--", "echo", "hi"]
+    assert "-u" not in lxc.init_command("10.0.3.1", "", "true", [])
+
+
+def test_sysinit_argument_parsing():
+    assert parse_args(["-g", "1.2.3.4", "-u", "root", "--", "ls", "-u"]) == ("1.2.3.4", "root", ["ls", "-u"])
+    assert find_program("sh", "/nonexistent:/bin") == "/bin/sh"
+    assert find_program("no-such-program", "/bin") is None
