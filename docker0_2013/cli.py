@@ -11,7 +11,6 @@ reply when its stdin is a pipe that never closes.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import platform
@@ -107,6 +106,8 @@ def run_daemon(root: str, bridge: str, address: tuple[str, int]) -> int:
         log.info("The docker runtime currently only supports amd64 (not %s). "
                  "This will change in the future. Aborting.", platform.machine())
         return 1
+    import asyncio                      # the client never needs the daemon's modules
+
     from .runtime import Runtime
     from .server import Server
     async def serve(runtime: Runtime) -> None:

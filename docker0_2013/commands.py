@@ -11,11 +11,18 @@ docs/then-and-now.md.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import time
 
-from . import VERSION
+from . import VERSION, graph as layers, registry
+from .archive import tar_directory
+from .auth import AuthConfig, save_config
+from .changes import changes
+from .container import Config
 from .flag import HELP_REQUESTED, FlagError, FlagSet
+from .utils import human_duration, json_pretty, parse_time, short_id, since, tabwrite
 
 HELP = """Usage: docker COMMAND [arg...]
 
@@ -79,6 +86,11 @@ def git_commit() -> str:
 GIT_COMMIT = git_commit()
 
 
+def check_stream(name: str) -> None:
+    if name not in ("stdin", "stdout", "stderr"):
+        raise ValueError(f"Unsupported stream name: {name}")
+
+
 def subcmd(name: str, signature: str, description: str) -> FlagSet:
     """The flag set of one command, with its usage header (spec 3.1)."""
     return FlagSet(name, header=f"\nUsage: docker {name} {signature}\n\n{description}\n\n")
@@ -131,7 +143,358 @@ class Commands:
 
     # -- Images: import, images, history, tag, rmi (graph.py, tags.py, archive.py) --------
 
+    async def CmdImport(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("import", "[OPTIONS] URL|- [REPOSITORY [TAG]]",
+                       "Create a new filesystem image from the contents of a tarball")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if not names:
+            raise ValueError("Not enough arguments")
+        source, repository, tag = (names + ["", ""])[:3]
+        image = await asyncio.to_thread(self.import_image, source, repository, tag,
+                                        stdin.blocking(), stdout.blocking())
+        stdout.write(short_id(image.id) + "\n")
+
     # -- Containers: run, start, stop, kill, restart, wait, attach, logs, ps, rm,
     #    inspect, diff, commit, export, port (container.py, lxc.py, network.py) ----------
 
+    def container(self, name: str):
+        """The container a user named, or the 2013 error."""
+        container = self.get(name)
+        if container is None:
+            raise LookupError(f"No such container: {name}")
+        return container
+
+    async def CmdRun(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("run", "[OPTIONS] IMAGE COMMAND [ARG...]", "Run a command in a new container")
+        flags.list("a", "Attach to stdin, stdout or stderr.", shown="map[]", check=check_stream)
+        flags.bool("d", "Detached mode: leave the container running in the background")
+        flags.list("e", "Set environment variables")
+        flags.string("h", "Container host name")
+        flags.bool("i", "Keep stdin open even if not attached")
+        flags.int("m", "Memory limit (in bytes)")
+        flags.list("p", "Expose a container's port to the host (use 'docker port' to see the actual mapping)")
+        flags.bool("t", "Allocate a pseudo-tty")
+        flags.string("u", "Username or UID")
+        try:
+            positional = flags.parse(list(args))
+        except FlagError:
+            if args and args[0] == "--help":   # only then is the usage shown (spec 3.20)
+                usage(stdout, flags)
+            raise
+        streams = set(flags["a"])
+        if flags["d"] and streams:
+            raise ValueError("Conflicting options: -a and -d")
+        if not flags["d"] and not streams:
+            streams = {"stdout", "stderr"} | ({"stdin"} if flags["i"] else set())
+        if not positional or not positional[0]:
+            raise ValueError("Image not specified")
+        config = Config(Hostname=flags["h"], User=flags["u"], Memory=flags["m"],
+                        AttachStdin="stdin" in streams, AttachStdout="stdout" in streams,
+                        AttachStderr="stderr" in streams, PortSpecs=flags["p"] or None,
+                        Tty=flags["t"], OpenStdin=flags["i"],
+                        StdinOnce=flags["i"] and "stdin" in streams, Env=flags["e"] or None,
+                        Cmd=positional[1:], Image=positional[0])
+        container = await self.create_or_pull(stdin, stdout, config)
+        offsets = container.log_offsets()
+        attached = asyncio.create_task(container.attach(
+            stdin, stdout, config.AttachStdin, config.AttachStdout, config.AttachStderr, offsets))
+        try:
+            await container.start()
+        except BaseException:
+            attached.cancel()
+            raise
+        if not config.AttachStdout and not config.AttachStderr:
+            stdout.write(container.short_id + "\n")
+        try:
+            await attached
+        except (ConnectionError, BrokenPipeError):
+            pass
+
+    async def create_or_pull(self, stdin, stdout, config: Config):
+        """Create the container; pull its image first if it is not here (spec 3.20 step 2)."""
+        for attempt in (1, 2):
+            try:
+                if not config.Cmd:   # an image pulled from a registry may name its command
+                    config.Cmd = self.tags.lookup_image(config.Image).container_config.get("Cmd") or []
+                if not config.Cmd:
+                    raise ValueError("Command not specified")
+                return self.create(config)
+            except LookupError as e:
+                if attempt == 2 or "does not exist" not in str(e) or not hasattr(self, "CmdPull"):
+                    raise
+                stdout.write(f"Image {config.Image} not found, trying to pull it from registry.\n")
+                await self.CmdPull(stdin, stdout, config.Image)
+
+    async def CmdStart(self, stdin, stdout, *args: str) -> None:
+        await self.each_container(stdout, "start", "Start a stopped container", args,
+                                  lambda c: c.start())
+
+    async def CmdStop(self, stdin, stdout, *args: str) -> None:
+        await self.each_container(stdout, "stop", "Stop a running container", args,
+                                  lambda c: c.stop())
+
+    async def CmdRestart(self, stdin, stdout, *args: str) -> None:
+        async def restart(container) -> None:
+            await container.stop()
+            await container.start()
+        await self.each_container(stdout, "restart", "Restart a running container", args, restart)
+
+    async def each_container(self, stdout, name: str, description: str, args, action) -> None:
+        """start/stop/restart: act on each container in turn, print its short ID."""
+        flags = subcmd(name, "[OPTIONS] NAME", description)
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if not names:
+            return usage(stdout, flags)
+        for container_name in names:
+            container = self.container(container_name)
+            await action(container)
+            stdout.write(container.short_id + "\n")
+
+    async def CmdKill(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("kill", "[OPTIONS] CONTAINER [CONTAINER...]", "Kill a running container")
+        names = parse(stdout, flags, args)
+        for name in names or []:
+            container = self.container(name)
+            try:
+                await container.kill()
+            except OSError as e:
+                stdout.write(f"Error killing container {name}: {e}\n")
+
+    async def CmdWait(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("wait", "[OPTIONS] NAME", "Block until a container stops, then print its exit code.")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if not names:
+            return usage(stdout, flags)
+        for name in names:
+            stdout.write(f"{await self.container(name).wait()}\n")
+
+    async def CmdAttach(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("attach", "CONTAINER", "Attach to a running container")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if len(names) != 1:
+            return usage(stdout, flags)
+        await self.container(names[0]).attach(stdin, stdout, True, True, True)
+
+    async def CmdLogs(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("logs", "[OPTIONS] CONTAINER", "Fetch the logs of a container")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if len(names) != 1:
+            return usage(stdout, flags)
+        container = self.container(names[0])
+        for stream in ("stdout", "stderr"):
+            path = container.log_path(stream)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"open {path}: no such file or directory")
+            with open(path, "rb") as f:
+                while data := f.read(1 << 18):
+                    stdout.write(data)
+                    await stdout.drain()
+
+    async def CmdPs(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("ps", "[OPTIONS]", "List containers")
+        flags.bool("a", "Show all containers. Only running containers are shown by default.")
+        flags.bool("notrunc", "Don't truncate output")
+        flags.bool("q", "Only display numeric IDs")
+        if parse(stdout, flags, args) is None:
+            return
+        shown = [c for c in self.list() if flags["a"] or c.State.Running]
+        if flags["q"]:
+            stdout.write("".join(c.short_id + "\n" for c in shown))
+            return
+        names = self.tags.names_by_id()
+        lines = ["ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tCOMMENT"]
+        for c in shown:
+            command = " ".join([c.Path, *c.Args]) if c.Args else c.Path + " "
+            if not flags["notrunc"]:
+                command = command.encode()[:20].decode(errors="ignore")
+            image = min(names.get(c.Image, []), default=short_id(c.Image))
+            status = (f"Up {human_duration((time.time() - parse_time(c.State.StartedAt).timestamp()))}"
+                      if c.State.Running else f"Exit {c.State.ExitCode}")
+            lines.append(f"{c.short_id}\t{image}\t{command}\t{since(c.Created)}\t{status}\t")
+        stdout.write(tabwrite(lines, 12))
+
+    async def CmdRm(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("rm", "[OPTIONS] CONTAINER", "Remove a container")
+        for name in parse(stdout, flags, args) or []:
+            container = self.container(name)
+            try:
+                await self.destroy(container)
+            except (OSError, RuntimeError, LookupError) as e:
+                stdout.write(f"Error destroying container {name}: {e}\n")
+
+    async def CmdInspect(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("inspect", "[OPTIONS] CONTAINER", "Return low-level information on a container")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if not names:
+            return usage(stdout, flags)
+        container = self.get(names[0])
+        if container is not None:
+            stdout.write(json_pretty(container.to_dict()) + "\n")
+            return
+        try:
+            image = self.tags.lookup_image(names[0])
+        except (LookupError, OSError, ValueError):
+            return                      # unknown: nothing, and no error (spec 3.10)
+        stdout.write(json_pretty(image.to_dict()) + "\n")
+
+    async def CmdPort(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("port", "[OPTIONS] CONTAINER PRIVATE_PORT",
+                       "Lookup the public-facing port which is NAT-ed to PRIVATE_PORT")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if len(names) != 2:
+            return usage(stdout, flags)
+        mapping = self.container(names[0]).NetworkSettings.PortMapping or {}
+        if names[1] not in mapping:
+            raise LookupError(f"No private port '{names[1]}' allocated on {names[0]}")
+        stdout.write(f"{mapping[names[1]]}\n")
+
+    async def CmdDiff(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("diff", "CONTAINER [OPTIONS]", "Inspect changes on a container's filesystem")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if not names:
+            raise ValueError("Not enough arguments")
+        container = self.get(names[0])
+        if container is None:
+            raise LookupError("No such container")
+        if not os.path.isdir(container.rw):
+            raise FileNotFoundError(f"lstat {container.rw}: no such file or directory")
+        found = await asyncio.to_thread(changes, self.graph, container.Image, container.rw)
+        stdout.write("".join(f"{kind} {path}\n" for kind, path in found))
+
+    async def CmdCommit(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("commit", "[OPTIONS] CONTAINER [REPOSITORY [TAG]]",
+                       "Create a new image from a container's changes")
+        flags.string("m", "Commit message")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if not names or not names[0]:
+            return usage(stdout, flags)
+        container = self.container(names[0])
+        repository, tag = (names[1:] + ["", ""])[:2]
+        image = await asyncio.to_thread(self.commit, container, repository, tag, flags["m"])
+        stdout.write(short_id(image.id) + "\n")
+
+    async def CmdExport(self, stdin, stdout, *args: str) -> None:
+        flags = subcmd("export", "CONTAINER", "Export the contents of a filesystem as a tar archive")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        container = self.container(names[0] if names else "")
+        async with container.lock:
+            mounted_here = not layers.is_mounted(container.rootfs)
+            if mounted_here:
+                await asyncio.to_thread(layers.mount_rootfs, self.graph, container.Image, container.rw,
+                                        container.path("rw-work"), container.rootfs)
+            try:
+                await asyncio.to_thread(tar_directory, container.rootfs, stdout.blocking())
+            finally:
+                if mounted_here:     # 2013 left it mounted (spec 10.4 item 27)
+                    await asyncio.to_thread(layers.unmount_rootfs, container.rootfs)
+
+
     # -- Registry: pull, push, login (registry.py, auth.py) ---------------------------
+
+    async def CmdPull(self, stdin, stdout, *args: str) -> None:
+        """Pull NAME[:TAG] from Docker Hub or `host[:port]/NAME` (registry.py, spec 3.16)."""
+        flags = subcmd("pull", "NAME", "Pull an image or a repository from the registry")
+        positional = parse(stdout, flags, args)
+        if positional is None:
+            return
+        if len(positional) != 1 or not positional[0]:
+            return usage(stdout, flags)
+        await registry.in_own_thread(registry.pull, self.graph, self.tags, self.auth,
+                                     positional[0], stdout.write_from_thread)
+
+    async def CmdPush(self, stdin, stdout, *args: str) -> None:
+        """Push NAME[:TAG] to its registry (registry.py, spec 3.17)."""
+        flags = subcmd("push", "NAME", "Push an image or a repository to the registry")
+        positional = parse(stdout, flags, args)
+        if positional is None:
+            return
+        if len(positional) != 1 or not positional[0]:
+            return usage(stdout, flags)
+        name = positional[0]
+        if not registry.parse_reference(name).server:   # Docker Hub keeps the 2013 rules
+            if not self.auth.username:
+                await self.login_dialogue(stdin, stdout, "")
+            if not self.auth.username:
+                raise PermissionError("Please login prior to push. ('docker login')")
+            if "/" not in name:
+                raise ValueError('Impossible to push a "root" repository. Please rename your repository '
+                                 f"in <user>/<repo> (ex: {self.auth.username}/{name})")
+        await registry.in_own_thread(registry.push, self.graph, self.tags, self.auth,
+                                     name, stdout.write_from_thread)
+
+    async def CmdLogin(self, stdin, stdout, *args: str) -> None:
+        """Log in to Docker Hub, or to SERVER (spec 3.12; 2013 took no argument)."""
+        flags = subcmd("login", "[SERVER]", "Register or Login to the docker registry server")
+        positional = parse(stdout, flags, args)
+        if positional is None:
+            return
+        if len(positional) > 1:
+            return usage(stdout, flags)
+        await self.login_dialogue(stdin, stdout, registry.server_key(positional[0]) if positional else "")
+
+    async def login_dialogue(self, stdin, stdout, server: str) -> None:
+        """The 2013 prompts; the record is kept only if the registry accepts it."""
+        current = self.auth.for_server(server)
+        stdout.write(f"Username ({current.username}): ")
+        username = await read_input(stdin, stdout, echo=True) or current.username
+        password, email = current.password, current.email
+        if username != current.username:
+            stdout.write("Password: ")
+            password = await read_input(stdin, stdout, echo=False)
+            if not password:
+                raise ValueError("Error : Password Required")
+            stdout.write(f"Email ({current.email}): ")
+            email = await read_input(stdin, stdout, echo=True) or current.email
+        record = AuthConfig(username, password, email)
+        try:
+            status = await registry.in_own_thread(registry.check_login, server, record)
+        except registry.RegistryError as e:
+            stdout.write(f"Error: {e}\n")   # 2013 printed it and succeeded (spec 3.12)
+            return
+        if server:
+            self.auth.servers[server] = record
+        else:
+            self.auth.username, self.auth.password, self.auth.email = username, password, email
+        stdout.write(status)
+        save_config(self.root, self.auth)
+
+
+async def read_input(stdin, stdout, echo: bool) -> str:
+    """One line typed at a login prompt, read a byte at a time (spec 3.12)."""
+    line = bytearray()
+    while len(line) < 64:
+        byte = await stdin.read(1)
+        if not byte or byte in b"\r\n":
+            if byte:
+                stdout.write("\n")
+            break
+        if byte in b"\x7f\x08":
+            if line:
+                del line[-1]
+                if echo:
+                    stdout.write("\b \b")
+        elif byte[0] > 0x20 and byte != b"\x7f":   # whitespace and controls are dropped
+            line += byte
+            if echo:
+                stdout.write(byte)
+    return line.decode("utf-8", errors="replace")

@@ -299,14 +299,19 @@ class Container:
     # -- Stop, kill, wait -------------------------------------------------------------------
 
     def init_pid(self) -> int | None:
-        """The container's PID 1 (LXC's init) on the host: wrapper -> lxc-execute -> init."""
+        """The container's PID 1 (LXC's init) on the host: wrapper -> lxc-execute -> init.
+
+        None until LXC's child has become that init (lxc-execute runs its init
+        in-process and renames it `init` when it is ready): a signal to it while
+        it is still setting the container up leaves lxc-execute waiting forever.
+        """
         pid = self.State.Pid
         for _ in range(2):
             children = child_pids(pid)
             if not children:
                 return None
             pid = children[0]
-        return pid
+        return pid if process_title(pid) == "init" else None
 
     def signal_init(self, sig: int) -> bool:
         pid = self.init_pid()
@@ -334,9 +339,14 @@ class Container:
         """SIGTERM, then SIGKILL after `timeout` seconds (spec 5.6)."""
         if not self.State.Running:
             return
-        if not self.signal_init(signal.SIGTERM):
-            log.info("Failed to send SIGTERM to the process, force killing")
-            return await self.kill()
+        deadline = asyncio.get_running_loop().time() + 1.0
+        # A namespace's PID 1 gets only the signals it catches: wait for LXC's
+        # init to be there and to handle SIGTERM, or the signal is lost.
+        while not (catches(self.init_pid(), signal.SIGTERM) and self.signal_init(signal.SIGTERM)):
+            if self.stopped.is_set() or asyncio.get_running_loop().time() > deadline:
+                log.info("Failed to send SIGTERM to the process, force killing")
+                return await self.kill()
+            await asyncio.sleep(0.01)
         try:
             await asyncio.wait_for(self.stopped.wait(), timeout)
         except asyncio.TimeoutError:
@@ -443,6 +453,24 @@ def child_pids(pid: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+def process_title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def catches(pid: int | None, sig: int) -> bool:
+    """Has process `pid` installed a handler for `sig` (SigCgt in /proc/PID/status)?"""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+        return bool(int(caught, 16) & (1 << (sig - 1)))
+    except (OSError, StopIteration, TypeError):
+        return False
 
 
 def read_exit_code(path: str) -> int:

@@ -18,15 +18,17 @@ import logging
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 
-from . import graph as layers, lxc
+from . import archive, graph as layers, lxc
 from .auth import load_config
 from .commands import Commands
 from .container import Config, Container, NetworkSettings, State, process_alive, read_exit_code
 from .graph import Graph, Image
 from .network import NetworkManager
 from .tags import TagStore
-from .utils import TruncIndex, generate_id, now_string, parse_time
+from .utils import ProgressReader, TruncIndex, generate_id, now_string, parse_time
 
 DEFAULT_ROOT = "/var/lib/docker"
 DEFAULT_BRIDGE = "lxcbr0"
@@ -163,7 +165,6 @@ class Runtime(Commands):
     def commit(self, container: Container, repository: str = "", tag: str = "",
                comment: str = "") -> Image:
         """A new image from the container's rw layer (spec 6.5); blocking."""
-        from . import archive  # TODO(lead): hoist once archive.py lands
         def fill_layer(layer: str) -> None:
             with tempfile.TemporaryFile(dir=container.root) as spool:
                 archive.tar_layer(container.rw, spool)
@@ -172,6 +173,27 @@ class Runtime(Commands):
         image = self.graph.create(fill_layer, comment=comment, parent=container.Image,
                                   container=container.Id,
                                   container_config=dataclasses.asdict(container.Config))
+        if repository:
+            self.tags.set(repository, tag, image.id, force=True)
+        return image
+
+    # -- Images ----------------------------------------------------------------------
+
+    def import_image(self, source: str, repository: str, tag: str, stdin, out) -> Image:
+        """A new image from a tarball: the client's stdin for `-`, else a URL (spec 3.8)."""
+        def fill_layer(layer: str) -> None:
+            if source == "-":
+                return archive.untar(stdin, layer)
+            url = source if "://" in source else "http://" + source
+            out.write(f"Downloading from {url}\n".encode())
+            try:
+                with urllib.request.urlopen(url) as response:
+                    length = int(response.headers.get("Content-Length") or -1)
+                    archive.untar(ProgressReader(response, length, lambda t: out.write(t.encode())), layer)
+            except urllib.error.HTTPError as e:
+                raise RuntimeError(f"Got HTTP status code >= 400: {e.code} {e.reason}") from None
+        image = self.graph.create(fill_layer, comment=f"Imported from {source}",
+                                  container_config=dataclasses.asdict(Config()))
         if repository:
             self.tags.set(repository, tag, image.id, force=True)
         return image
