@@ -11,35 +11,39 @@ reply when its stdin is a pipe that never closes.
 """
 from __future__ import annotations
 
-import logging
 import os
-import platform
 import shutil
 import signal
 import socket
 import sys
 import termios
 import threading
+import time
 
 from .flag import HELP_REQUESTED, FlagError, FlagSet
 from .utils import json_compact
 
 DEFAULT_ADDRESS = "127.0.0.1:4242"
-log = logging.getLogger("docker0")
 
 
-class GoLogFormatter(logging.Formatter):
-    """`2013/04/04 23:10:11 message`, and `[debug] file:line message` for debug lines."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.levelno <= logging.DEBUG:
-            return f"[debug] {record.filename}:{record.lineno} {record.getMessage()}"
-        return self.formatTime(record, "%Y/%m/%d %H:%M:%S") + " " + record.getMessage()
+def go_log(message: str) -> None:
+    """A line as Go's log package wrote it: `2013/04/04 23:10:11 message`."""
+    sys.stderr.write(time.strftime("%Y/%m/%d %H:%M:%S ") + message + "\n")
 
 
 def setup_logging() -> None:
+    """The daemon logs through `logging` (debug lines with -D); the client never loads it."""
+    import logging
+
+    class GoLogFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            if record.levelno <= logging.DEBUG:
+                return f"[debug] {record.filename}:{record.lineno} {record.getMessage()}"
+            return self.formatTime(record, "%Y/%m/%d %H:%M:%S") + " " + record.getMessage()
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(GoLogFormatter())
+    log = logging.getLogger("docker0")
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if os.environ.get("DEBUG") else logging.INFO)
 
@@ -89,7 +93,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if flags["D"]:
         os.environ["DEBUG"] = "1"
-    setup_logging()
     if flags["d"]:
         if args:
             print_usage(flags)
@@ -102,14 +105,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_daemon(root: str, bridge: str, address: tuple[str, int]) -> int:
+    import platform
+    setup_logging()
     if platform.machine() not in ("x86_64", "amd64"):
-        log.info("The docker runtime currently only supports amd64 (not %s). "
-                 "This will change in the future. Aborting.", platform.machine())
+        go_log(f"The docker runtime currently only supports amd64 (not {platform.machine()}). "
+               "This will change in the future. Aborting.")
         return 1
     import asyncio                      # the client never needs the daemon's modules
 
     from .runtime import Runtime
     from .server import Server
+
     async def serve(runtime: Runtime) -> None:
         runtime.resume()
         await Server(runtime, *address).serve_forever()
@@ -118,7 +124,7 @@ def run_daemon(root: str, bridge: str, address: tuple[str, int]) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as e:  # log.Fatal: one line with the error, exit 1
-        log.info("%s", e)
+        go_log(str(e))
         return 1
     return 0
 
@@ -147,7 +153,7 @@ def send_stdin(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_WR)
     except OSError as e:
         if not isinstance(e, (BrokenPipeError, ConnectionResetError)):
-            log.info("Couldn't send EOF: %s", e)
+            go_log(f"Couldn't send EOF: {e}")
 
 
 def run_client(address: tuple[str, int], args: list[str]) -> int:
@@ -165,7 +171,7 @@ def run_client(address: tuple[str, int], args: list[str]) -> int:
 
         def on_sigint(signum, frame):
             termios.tcsetattr(0, termios.TCSAFLUSH, saved)
-            log.info("\nSIGINT received\n")
+            go_log("\nSIGINT received\n")
             os._exit(0)
         signal.signal(signal.SIGINT, on_sigint)
     threading.Thread(target=send_stdin, args=(sock,), daemon=True).start()
@@ -174,7 +180,7 @@ def run_client(address: tuple[str, int], args: list[str]) -> int:
             while data:
                 data = data[os.write(1, data):]
     except OSError as e:
-        log.info("%s", e)
+        go_log(str(e))
         return 1
     finally:
         if saved is not None:

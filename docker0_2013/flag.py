@@ -8,7 +8,6 @@ accepts flags after positionals, so docker0 carries this small copy instead.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Callable
 
 HELP_REQUESTED = "flag: help requested"
@@ -18,22 +17,23 @@ class FlagError(Exception):
     """A parse failure; the text is what Go's flag package prints."""
 
 
-@dataclass
 class Flag:
-    name: str
-    kind: str                 # "bool", "string", "int" or "list"
-    default: object
-    help: str
-    shown_default: str = ""   # how the usage line shows the default
-    check: Callable[[str], None] | None = None  # raises ValueError(reason)
+    def __init__(self, name: str, kind: str, default: object, help: str,
+                 shown_default: str = "", check: Callable[[str], None] | None = None) -> None:
+        self.name = name
+        self.kind = kind                  # "bool", "string", "int" or "list"
+        self.default = default
+        self.help = help
+        self.shown_default = shown_default  # how the usage line shows the default
+        self.check = check                # raises ValueError(reason) for a bad value
 
 
-@dataclass
 class FlagSet:
-    name: str
-    header: str = ""          # the usage text printed before the defaults
-    flags: dict[str, Flag] = field(default_factory=dict)
-    values: dict[str, object] = field(default_factory=dict)
+    def __init__(self, name: str, header: str = "") -> None:
+        self.name = name
+        self.header = header              # the usage text printed before the defaults
+        self.flags: dict[str, Flag] = {}
+        self.values: dict[str, object] = {}
 
     def bool(self, name: str, help: str) -> None:
         self._define(Flag(name, "bool", False, help, "false"))

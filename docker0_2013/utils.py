@@ -16,8 +16,6 @@ import datetime as dt
 import json
 import os
 import re
-import secrets
-import tempfile
 from typing import Iterable
 
 # -- IDs ----------------------------------------------------------------------
@@ -25,7 +23,7 @@ from typing import Iterable
 
 def generate_id() -> str:
     """32 random bytes as 64 lowercase hex characters (spec 5.2)."""
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 def short_id(full_id: str) -> str:
@@ -71,6 +69,7 @@ class TruncIndex:
 
 def atomic_write(path: str, data: bytes | str, mode: int = 0o600) -> None:
     """Write a whole file so that a crash leaves either the old or the new one."""
+    import tempfile                      # not at the top: the client never writes files
     if isinstance(data, str):
         data = data.encode()
     directory = os.path.dirname(path) or "."
