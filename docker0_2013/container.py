@@ -209,15 +209,16 @@ class Container:
             os.unlink(exit_file)
         wrapper = ["sh", "-c", '"$@"; echo $? > "$0.tmp"; mv "$0.tmp" "$0"', exit_file, *command]
         stdin_read = None
-        if self.Config.OpenStdin:
-            stdin_read, self.stdin_fd = os.pipe()
         logs = [os.open(self.log_path(s), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 for s in ("stdout", "stderr")]
-        if self.Config.Tty:
+        if self.Config.Tty:          # one pty: input (with -i), output and errors
             self.pty_master, slave = pty.openpty()
             out = err = slave
+            stdin_read = os.dup(slave) if self.Config.OpenStdin else None
         else:
             out, err = logs
+            if self.Config.OpenStdin:
+                stdin_read, self.stdin_fd = os.pipe()
         try:
             process = subprocess.Popen(
                 wrapper, stdin=stdin_read if stdin_read is not None else subprocess.DEVNULL,

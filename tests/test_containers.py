@@ -282,3 +282,38 @@ def test_rm_running_container_and_leaks(d):
     assert not glob.glob(os.path.join(d.root, "containers", cid + "*"))
     assert leftovers(d) == NOTHING
     assert d.call("rm", "nope") == "Error: No such container: nope\n"
+
+
+def test_tty_interactive_shell(d):
+    out = d.call("run", "-i", "-t", "base", "sh", stdin=b"echo hi-$((40+2))\nexit 3\n")
+    assert "hi-42\r\n" in out
+    cid = d.call("ps", "-a", "-q").split()[0]
+    assert d.call("wait", cid) == "3\n"
+
+
+def test_real_client(d):
+    out = d.client("run", "base", "echo", "hello")
+    assert out.returncode == 0 and out.stdout == b"hello\n"
+    out = d.client("run", "-i", "base", "cat", input=b"piped\n")
+    assert out.stdout == b"piped\n"
+    out = d.client("run", "base")
+    assert out.returncode == 0 and out.stdout == b"Error: Command not specified\n"
+
+
+def daemon_fds(d: Daemon) -> int:
+    return len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+
+
+def test_100_run_rm_cycles_leave_nothing(d):
+    flag_sets = [[], ["-p", "80"], ["-m", "67108864"], ["-e", "A=1", "-h", "x"],
+                 ["-t"], ["-i"], ["-u", "daemon"]]
+    d.call("rm", run_detached(d, "base", "true"))
+    fds = daemon_fds(d)
+    for i in range(100):
+        flags = flag_sets[i % len(flag_sets)]
+        cid = run_detached(d, *flags, "base", "sh", "-c", "exit 0" if i % 2 else "sleep 100")
+        assert d.call("rm", cid) == ""
+    assert d.call("ps", "-a", "-q") == ""
+    assert os.listdir(os.path.join(d.root, "containers")) == []
+    assert leftovers(d) == NOTHING
+    assert daemon_fds(d) <= fds
