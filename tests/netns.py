@@ -83,17 +83,22 @@ class Netns:
         return found
 
     def destroy(self) -> None:
-        for _ in range(50):
-            pids = self.pids()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.1)
+        kill_until_gone(self.pids)
         run("ip", "netns", "del", self.name, check=False)
+
+
+def kill_until_gone(find_pids) -> None:
+    """SIGKILL what `find_pids()` lists until it lists nothing (at most 5 s)."""
+    for _ in range(50):
+        pids = find_pids()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
 
 
 def cgroup_mounts_script() -> str:
@@ -119,7 +124,8 @@ def cgroup_mounts_script() -> str:
 def kill_rooted_below(path: str) -> None:
     """End container processes: those whose root directory is below `path`."""
     path = os.path.realpath(path)
-    for _ in range(50):
+
+    def rooted() -> list[int]:
         pids = []
         for entry in os.listdir("/proc"):
             try:
@@ -127,14 +133,8 @@ def kill_rooted_below(path: str) -> None:
                     pids.append(int(entry))
             except OSError:
                 pass
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
+        return pids
+    kill_until_gone(rooted)
 
 
 def unmount_below(path: str) -> None:
