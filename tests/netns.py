@@ -158,7 +158,11 @@ class Daemon:
         self.log_path = os.path.join(tempfile.gettempdir(), f"{self.netns.name}.log")
         self.extra = extra
         self.proc: subprocess.Popen | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:        # a daemon that failed to start leaves nothing either
+            self.destroy()
+            raise
 
     def start(self, wait: bool = True) -> None:
         self.log = open(self.log_path, "ab")
