@@ -1,11 +1,12 @@
 """Tar in and out of layers: archive.go of 2013 (spec 6.2, 6.3, 12.1 item 13).
 
-2013 piped everything through `bsdtar`. docker0 reads and writes tar with
-Python's `tarfile` (gzip, bzip2 and xz are detected on input; empty input is
-an empty layer) but creates every entry itself, relative to directory file
-descriptors opened with O_NOFOLLOW: the daemon unpacks as root and an archive
-is untrusted input, so nothing may be written outside the layer, whatever
-the order and kind of its entries.
+2013 piped everything through `bsdtar`. docker0 writes tar with Python's
+`tarfile` and reads it with a small reader of its own (below; gzip, bzip2
+and xz are detected on input, empty input is an empty layer), and creates
+every entry itself, relative to directory file descriptors opened with
+O_NOFOLLOW: the daemon unpacks as root and an archive is untrusted input, so
+nothing may be written outside the layer, whatever the order and kind of
+its entries.
 
 Entry names are taken relative to the layer: a leading `/` and `.`
 components are dropped, as bsdtar did (so `/etc/x` lands in `etc/x`).
@@ -41,12 +42,17 @@ layer is mounted (the same as in every later Docker).
 """
 from __future__ import annotations
 
+import bz2
 import errno
+import gzip
 import io
+import lzma
 import os
 import shutil
 import stat
 import tarfile
+import zlib
+from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 WHITEOUT = ".wh."
@@ -62,74 +68,248 @@ class ArchiveError(ValueError):
     """An archive that cannot be unpacked safely; the text names the entry."""
 
 
-# -- Unpacking ---------------------------------------------------------------------------
+# -- Reading tar ------------------------------------------------------------------------
+#
+# tarfile parses headers slowly (about as long as GNU tar takes for the whole
+# job) and quietly treats a garbled or cut-off header as the end of the
+# archive. This reader handles what layers use: ustar, GNU and PAX headers,
+# GNU long names, PAX paths, sizes, owners, nanosecond mtimes and xattrs.
+
+BLOCK = 512
+MAX_META = 1 << 20                 # a long name or PAX header larger than this is refused
+REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO = b"0", b"1", b"2", b"3", b"4", b"5", b"6"
+TYPES = {b"\0": REGULAR, b"0": REGULAR, b"7": REGULAR, b"1": HARDLINK, b"2": SYMLINK,
+         b"3": CHAR, b"4": BLOCKDEV, b"5": DIRECTORY, b"6": FIFO}
+
+
+@dataclass
+class Entry:
+    name: str
+    type: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    linkname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
 
 
 class RawSource(io.RawIOBase):
-    """Any object with read(n) (a socket reader, an HTTP body) as a raw stream.
+    """Any object with read(n) (a connection's stdin, an HTTP body) as a raw stream.
 
-    Wrapped in an io.BufferedReader, it lets tarfile ask for small pieces while
-    the source is read in 1 MiB ones (one thread hop each for a connection).
-    tarfile's own buffer is kept small: it copies what remains of it on every read.
+    In an io.BufferedReader it is read 1 MiB at a time, one worker-thread hop
+    per piece for a connection, while headers are taken 512 bytes at a time.
     """
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
+        self.ended = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        if self.ended:          # the source sees its end once (a progress reporter prints it)
+            return 0
         data = self.stream.read(len(buffer))
+        self.ended = not data
         buffer[:len(data)] = data
         return len(data)
+
+
+def decompressed(source: io.BufferedReader) -> BinaryIO:
+    """gzip, bzip2 and xz are recognised by their magic bytes, as bsdtar did."""
+    magic = source.peek(6)[:6]
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=source, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(source)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(source)
+    return source
+
+
+class TarReader:
+    """Iterates the entries of a tar stream; the data of each is read before the next."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.unread = 0                # data bytes (plus padding) of the current entry
+        self.global_pax: dict[str, bytes] = {}
+        self.buffer = memoryview(bytearray(BUFFER))
+
+    def read(self, size: int) -> bytes:
+        data = self.source.read(size)
+        while len(data) < size:
+            more = self.source.read(size - len(data))
+            if not more:
+                raise ArchiveError("Invalid tar archive: unexpected end of data")
+            data += more
+        return data
+
+    def skip(self) -> None:
+        while self.unread:
+            self.unread -= len(self.read(min(self.unread, BUFFER)))
+
+    def copy_to(self, fd: int, size: int) -> None:
+        """Write the current entry's data to fd."""
+        left = size
+        while left:
+            n = self.source.readinto(self.buffer[:min(left, BUFFER)])
+            if not n:
+                raise ArchiveError("Invalid tar archive: unexpected end of data")
+            view = self.buffer[:n]
+            while view:
+                view = view[os.write(fd, view):]
+            left -= n
+        self.unread -= size
+        self.skip()                    # the padding
+
+    def __iter__(self) -> Iterator[Entry]:
+        pax: dict[str, bytes] = {}
+        long_name = long_link = None
+        while True:
+            self.skip()
+            block = self.source.read(BLOCK)
+            if not block:
+                return                 # no end marker: accepted, as GNU tar does
+            if len(block) < BLOCK:
+                raise ArchiveError("Invalid tar archive: unexpected end of data")
+            if block == bytes(BLOCK):
+                while self.source.read(BUFFER):
+                    pass               # the rest is padding; leave nothing unread in a connection
+                return
+            entry = parse_header(block)
+            self.unread = -(-entry.size // BLOCK) * BLOCK
+            if entry.type in (b"x", b"g", b"L", b"K"):
+                if entry.size > MAX_META:
+                    raise ArchiveError(f"Invalid tar archive: a {entry.size}-byte header")
+                data = self.read(entry.size)
+                self.unread -= entry.size
+                if entry.type == b"x":
+                    pax = parse_pax(data)
+                elif entry.type == b"g":
+                    self.global_pax.update(parse_pax(data))
+                elif entry.type == b"L":
+                    long_name = os.fsdecode(data.split(b"\0", 1)[0])
+                else:
+                    long_link = os.fsdecode(data.split(b"\0", 1)[0])
+                continue
+            apply_pax(entry, {**self.global_pax, **pax})
+            self.unread = -(-entry.size // BLOCK) * BLOCK     # a PAX size overrides the header's
+            entry.name = long_name if long_name is not None else entry.name
+            entry.linkname = long_link if long_link is not None else entry.linkname
+            pax, long_name, long_link = {}, None, None
+            if entry.type == b"\0" and entry.name.endswith("/"):
+                entry.type = DIRECTORY     # old tars mark directories by a trailing slash
+            entry.type = TYPES.get(entry.type, entry.type)
+            if entry.type not in (REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO):
+                raise ArchiveError(f"Refusing archive entry {entry.name!r}: unsupported type {entry.type!r}"
+                                   + (" (sparse file)" if entry.type == b"S" else ""))
+            if entry.type != REGULAR:
+                entry.size = 0         # only regular files carry data in a layer
+            yield entry
+
+
+def parse_header(block: bytes) -> Entry:
+    stored = number(block[148:156])
+    body = block[:148] + b" " * 8 + block[156:]
+    if stored != sum(body) and stored != sum(b - 256 if b > 127 else b for b in body):
+        raise ArchiveError("Invalid tar archive: bad header checksum")   # (old tars summed signed bytes)
+    name = block[0:100].split(b"\0", 1)[0]
+    if block[257:263] == b"ustar\0":           # POSIX keeps long paths' heads in `prefix`
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return Entry(name=os.fsdecode(name), type=block[156:157], mode=number(block[100:108]),
+                 uid=number(block[108:116]), gid=number(block[116:124]), size=number(block[124:136]),
+                 mtime_ns=number(block[136:148]) * 1_000_000_000,
+                 linkname=os.fsdecode(block[157:257].split(b"\0", 1)[0]),
+                 devmajor=number(block[329:337]), devminor=number(block[337:345]))
+
+
+def number(field: bytes) -> int:
+    """An octal field, or GNU's base-256 for large values."""
+    if field and field[0] & 0x80:
+        if field[0] != 0x80:
+            raise ArchiveError("Invalid tar archive: negative number in a header")
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise ArchiveError(f"Invalid tar archive: bad number {text!r} in a header") from None
+
+
+def parse_pax(data: bytes) -> dict[str, bytes]:
+    """`<length> <key>=<value>\n` records."""
+    records, pos = {}, 0
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
+        length_text, space, _ = data[pos:pos + 20].partition(b" ")
+        if not space or not length_text.isdigit() or int(length_text) <= len(length_text) + 1:
+            raise ArchiveError("Invalid tar archive: bad PAX header")
+        record = data[pos:pos + int(length_text)]
+        key, equals, value = record[len(length_text) + 1:].partition(b"=")
+        if not equals or not record.endswith(b"\n"):
+            raise ArchiveError("Invalid tar archive: bad PAX header")
+        records[key.decode("utf-8", "surrogateescape")] = value[:-1]
+        pos += int(length_text)
+    return records
+
+
+def apply_pax(entry: Entry, pax: dict[str, bytes]) -> None:
+    try:
+        for key, value in pax.items():
+            if key == "path":
+                entry.name = value.decode("utf-8", "surrogateescape")
+            elif key == "linkpath":
+                entry.linkname = value.decode("utf-8", "surrogateescape")
+            elif key in ("size", "uid", "gid"):
+                setattr(entry, key, int(value))
+            elif key == "mtime":
+                entry.mtime_ns = decimal_ns(value.decode())
+            elif key.startswith(PAX_XATTR) and not key[len(PAX_XATTR):].startswith(OVERLAY_XATTRS):
+                entry.xattrs[key[len(PAX_XATTR):]] = value
+            elif key.startswith("GNU.sparse."):
+                raise ArchiveError(f"Refusing archive entry {entry.name!r}: sparse files are not supported")
+    except (ValueError, UnicodeDecodeError) as e:
+        if isinstance(e, ArchiveError):
+            raise
+        raise ArchiveError(f"Invalid tar archive: bad PAX header for {entry.name!r}") from None
+
+
+def decimal_ns(text: str) -> int:
+    """PAX times are decimal seconds with up to nanosecond digits."""
+    seconds, _, fraction = text.partition(".")
+    if not seconds.lstrip("-").isdigit() or (fraction and not fraction.isdigit()):
+        raise ValueError(text)
+    sign = -1 if seconds.startswith("-") else 1
+    return int(seconds) * 1_000_000_000 + sign * int(fraction[:9].ljust(9, "0"))
+
+
+# -- Unpacking ---------------------------------------------------------------------------
 
 
 def untar(stream: BinaryIO, dest: str) -> None:
     """Unpack a tar stream (plain, gzip, bzip2 or xz; empty = empty layer) into `dest`.
 
-    The stream is read once, front to back, so it may be a socket or an HTTP
-    body; file data is copied in pieces and never held whole.
+    The stream is read once, front to back, so it may be a connection or an
+    HTTP body; file data is copied in 1 MiB pieces and never held whole.
     """
     source = io.BufferedReader(RawSource(stream), BUFFER)
     if not source.peek(1):
         return
-    header_errors: list[Exception] = []
+    reader = TarReader(decompressed(source))
     try:
-        archive = tarfile.open(fileobj=source, mode="r|*", tarinfo=recording_headers(header_errors))
-    except tarfile.TarError as e:
+        with Unpacker(dest) as unpacker:
+            for entry in reader:
+                unpacker.add(entry, reader)
+            unpacker.finish()
+    except (gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError) as e:
         raise ArchiveError(f"Invalid tar archive: {e}") from None
-    with Unpacker(dest) as unpacker, archive:
-        while True:
-            try:
-                member = archive.next()
-            except (tarfile.TarError, EOFError) as e:
-                raise ArchiveError(f"Invalid tar archive: {e}") from None
-            if member is None:
-                break
-            archive.members.clear()    # tarfile keeps every header otherwise
-            unpacker.add(archive, member)
-        # tarfile also stops quietly at a cut-off or garbled header; only a zero
-        # block or the end of the input at a block boundary end an archive.
-        if header_errors and not isinstance(header_errors[-1], END_OF_ARCHIVE):
-            raise ArchiveError(f"Invalid tar archive: {header_errors[-1] or 'truncated header'}")
-        unpacker.finish()
-
-
-END_OF_ARCHIVE = (tarfile.EOFHeaderError, tarfile.EmptyHeaderError)
-
-
-def recording_headers(errors: list[Exception]) -> type[tarfile.TarInfo]:
-    """A TarInfo class that notes why header parsing stopped (tarfile does not say)."""
-    class Header(tarfile.TarInfo):
-        @classmethod
-        def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:
-            try:
-                return super().fromtarfile(archive)
-            except tarfile.HeaderError as e:
-                errors.append(e)
-                raise
-    return Header
 
 
 class Unpacker:
@@ -138,7 +318,7 @@ class Unpacker:
     def __init__(self, dest: str) -> None:
         self.root_fd = os.open(dest, DIR_FLAGS)
         self.cached: tuple[tuple[str, ...], int] | None = None    # the last parent opened
-        self.directories: dict[tuple[str, ...], tarfile.TarInfo] = {}
+        self.directories: dict[tuple[str, ...], Entry] = {}
 
     def __enter__(self) -> "Unpacker":
         return self
@@ -147,39 +327,49 @@ class Unpacker:
         self.forget_parent()
         os.close(self.root_fd)
 
-    def add(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        parts = entry_parts(member.name, member.name)
+    def add(self, entry: Entry, reader: TarReader) -> None:
+        parts = entry_parts(entry.name, entry.name)
+        if entry.type == SYMLINK:
+            check_symlink(parts, entry)
         try:
             if not parts:                   # `./`: the layer's own directory
-                if member.isdir():
-                    self.directories[()] = member
+                if entry.type == DIRECTORY:
+                    self.directories[()] = entry
                 return
-            parent_fd = self.open_parent(parts[:-1], member.name)
-            name = parts[-1]
-            directory_stays = self.make_room(parent_fd, parts, member)
-            if member.isdir():
-                if not directory_stays:
-                    os.mkdir(name, 0o700, dir_fd=parent_fd)
-            elif member.isreg():
-                self.write_file(archive, member, parent_fd, name)
-            elif member.issym():
-                check_symlink(parts, member)
-                os.symlink(member.linkname, name, dir_fd=parent_fd)
-            elif member.islnk():
-                self.link(parts, member, parent_fd, name)
-            elif member.ischr() or member.isblk() or member.isfifo():
-                kind = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK}.get(member.type, stat.S_IFIFO)
-                os.mknod(name, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent_fd)
-            else:
-                raise ArchiveError(f"Refusing archive entry {member.name!r}: unsupported type {member.type!r}")
-            if member.isdir():
-                self.directories[tuple(parts)] = member
-            elif not member.isreg() and not member.islnk():
-                set_link_attributes(parent_fd, name, member)
+            parent_fd = self.open_parent(parts[:-1], entry.name)
+            try:
+                self.create(entry, reader, parts, parent_fd)
+            except FileExistsError:         # a later entry replaces an earlier one
+                if self.make_room(parent_fd, parts, entry):
+                    self.create(entry, reader, parts, parent_fd)
         except OSError as e:
-            raise ArchiveError(f"Cannot unpack {member.name!r}: {e.strerror or e}") from None
-        except (OverflowError, tarfile.TarError) as e:
-            raise ArchiveError(f"Cannot unpack {member.name!r}: {e}") from None
+            raise ArchiveError(f"Cannot unpack {entry.name!r}: {e.strerror or e}") from None
+        except OverflowError as e:
+            raise ArchiveError(f"Cannot unpack {entry.name!r}: {e}") from None
+        if entry.type == DIRECTORY:
+            self.directories[tuple(parts)] = entry
+
+    def create(self, entry: Entry, reader: TarReader, parts: list[str], parent_fd: int) -> None:
+        name = parts[-1]
+        if entry.type == DIRECTORY:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)      # attributes at the end
+        elif entry.type == REGULAR:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=parent_fd)
+            try:
+                reader.copy_to(fd, entry.size)
+                set_attributes(fd, entry)
+            finally:
+                os.close(fd)
+        elif entry.type == HARDLINK:
+            self.link(parts, entry, parent_fd, name)
+        else:
+            if entry.type == SYMLINK:
+                os.symlink(entry.linkname, name, dir_fd=parent_fd)
+            else:
+                kind = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[entry.type]
+                os.mknod(name, kind | 0o600, os.makedev(entry.devmajor, entry.devminor), dir_fd=parent_fd)
+            set_node_attributes(parent_fd, name, entry)
 
     def open_parent(self, parts: list[str], entry: str, create: bool = True) -> int:
         """An fd of the directory `parts` (creating missing ones), never through a symlink."""
@@ -215,49 +405,32 @@ class Unpacker:
             os.close(self.cached[1])
             self.cached = None
 
-    def make_room(self, parent_fd: int, parts: list[str], member: tarfile.TarInfo) -> bool:
-        """Remove an earlier entry of this name; True if it is a directory that stays."""
+    def make_room(self, parent_fd: int, parts: list[str], entry: Entry) -> bool:
+        """Remove an earlier entry of this name; False if it is a directory that stays."""
         name = parts[-1]
-        try:
-            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            if member.isdir():
-                return True
+            if entry.type == DIRECTORY:
+                return False
             shutil.rmtree(name, dir_fd=parent_fd)
             self.directories = {k: v for k, v in self.directories.items() if k[:len(parts)] != tuple(parts)}
         else:
             os.unlink(name, dir_fd=parent_fd)
-        return False
+        return True
 
-    def write_file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str) -> None:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=parent_fd)
-        try:
-            source = archive.extractfile(member)
-            while data := source.read(BUFFER):
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            set_attributes(fd, member)
-        finally:
-            os.close(fd)
-
-    def link(self, parts: list[str], member: tarfile.TarInfo, parent_fd: int, name: str) -> None:
-        target = entry_parts(member.linkname, member.name)
+    def link(self, parts: list[str], entry: Entry, parent_fd: int, name: str) -> None:
+        refused = f"Refusing hard link {entry.name!r} -> {entry.linkname!r}"
+        target = entry_parts(entry.linkname, entry.name)
         if not target or target == parts:
-            raise ArchiveError(f"Refusing hard link {member.name!r} -> {member.linkname!r}: "
-                               f"it does not name another file")
-        # Open the target's directory as a second fd: the cached one is the link's parent.
+            raise ArchiveError(f"{refused}: it does not name another file")
+        # The target's directory gets an fd of its own: the cached one is the link's parent.
         source_fd = os.dup(self.root_fd)
         try:
             for part in target[:-1]:
                 try:
                     child = os.open(part, DIR_FLAGS, dir_fd=source_fd)
                 except OSError:
-                    raise ArchiveError(f"Refusing hard link {member.name!r} -> {member.linkname!r}: "
-                                       f"the target is not a file of this archive") from None
+                    raise ArchiveError(f"{refused}: the target is not a file of this archive") from None
                 os.close(source_fd)
                 source_fd = child
             try:
@@ -265,8 +438,7 @@ class Unpacker:
             except FileNotFoundError:
                 st = None
             if st is None or stat.S_ISDIR(st.st_mode):
-                raise ArchiveError(f"Refusing hard link {member.name!r} -> {member.linkname!r}: "
-                                   f"the target is not a file of this archive")
+                raise ArchiveError(f"{refused}: the target is not a file of this archive")
             os.link(target[-1], name, src_dir_fd=source_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
         finally:
             os.close(source_fd)
@@ -274,17 +446,15 @@ class Unpacker:
     def finish(self) -> None:
         """Directory attributes last: creating children changed their mtimes."""
         self.forget_parent()
-        for parts, member in self.directories.items():
+        for parts, entry in self.directories.items():
             try:
-                fd = self.open_parent(list(parts), member.name, create=False)
+                fd = self.open_parent(list(parts), entry.name, create=False)
             except (OSError, ArchiveError):
                 continue                # replaced by a later entry
             try:
-                set_attributes(fd, member)
-            except OSError as e:
-                raise ArchiveError(f"Cannot unpack {member.name!r}: {e.strerror or e}") from None
-            except OverflowError as e:
-                raise ArchiveError(f"Cannot unpack {member.name!r}: {e}") from None
+                set_attributes(fd, entry)
+            except (OSError, OverflowError) as e:
+                raise ArchiveError(f"Cannot unpack {entry.name!r}: {getattr(e, 'strerror', None) or e}") from None
             self.forget_parent()
 
 
@@ -296,58 +466,40 @@ def entry_parts(name: str, entry: str) -> list[str]:
     return parts
 
 
-def check_symlink(parts: list[str], member: tarfile.TarInfo) -> None:
+def check_symlink(parts: list[str], entry: Entry) -> None:
     """A relative target may not climb above the layer root."""
-    if member.linkname.startswith("/"):
+    if entry.linkname.startswith("/"):
         return
     depth = len(parts) - 1
-    for part in member.linkname.split("/"):
+    for part in entry.linkname.split("/"):
         if part == "..":
             depth -= 1
             if depth < 0:
-                raise ArchiveError(f"Refusing symlink {member.name!r} -> {member.linkname!r}: "
+                raise ArchiveError(f"Refusing symlink {entry.name!r} -> {entry.linkname!r}: "
                                    f"it points outside the layer")
         elif part not in ("", "."):
             depth += 1
 
 
-def set_attributes(fd: int, member: tarfile.TarInfo) -> None:
+def set_attributes(fd: int, entry: Entry) -> None:
     """Owner, then mode (chown clears setuid bits), xattrs (chown clears capabilities), mtime."""
-    os.fchown(fd, member.uid, member.gid)
-    os.fchmod(fd, member.mode & 0o7777)
-    for key, value in xattrs(member):
+    os.fchown(fd, entry.uid, entry.gid)
+    os.fchmod(fd, entry.mode & 0o7777)
+    for key, value in entry.xattrs.items():
         try:
             os.setxattr(fd, key, value)
         except OSError as e:
             if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
-    mtime = mtime_ns(member)
-    os.utime(fd, ns=(mtime, mtime))
+    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
-def set_link_attributes(parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
-    """Symlinks, devices and FIFOs: no fd of their own to use."""
-    os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
-    if not member.issym():          # a symlink's own mode means nothing on Linux
-        os.chmod(name, member.mode & 0o7777, dir_fd=parent_fd)
-    mtime = mtime_ns(member)
-    os.utime(name, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
-
-
-def mtime_ns(member: tarfile.TarInfo) -> int:
-    """The PAX mtime text has nanoseconds; tarfile's float would round them."""
-    text = member.pax_headers.get("mtime", "")
-    seconds, _, fraction = text.partition(".")
-    if seconds.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
-        sign = -1 if seconds.startswith("-") else 1
-        return int(seconds) * 1_000_000_000 + sign * int(fraction[:9].ljust(9, "0"))
-    return int(member.mtime) * 1_000_000_000
-
-
-def xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
-    for key, value in member.pax_headers.items():
-        if key.startswith(PAX_XATTR) and not key[len(PAX_XATTR):].startswith(OVERLAY_XATTRS):
-            yield key[len(PAX_XATTR):], value.encode("utf-8", "surrogateescape")
+def set_node_attributes(parent_fd: int, name: str, entry: Entry) -> None:
+    """Symlinks, devices and FIFOs have no fd of their own to use."""
+    os.chown(name, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+    if entry.type != SYMLINK:       # a symlink's own mode means nothing on Linux
+        os.chmod(name, entry.mode & 0o7777, dir_fd=parent_fd)
+    os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
 
 
 # -- Packing -----------------------------------------------------------------------------
@@ -365,9 +517,26 @@ def is_opaque(path: str) -> bool:
         return False
 
 
+class RawSink(io.RawIOBase):
+    """`out` (a file, a connection) as a raw stream, so that an io.BufferedWriter
+    can gather tarfile's 10 KiB records into 1 MiB writes. (tarfile's own buffer
+    would copy itself on every small write.) Closing it leaves `out` open."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.out.write(bytes(data))
+        return len(data)
+
+
 def tar_layer(directory: str, out: BinaryIO) -> None:
     """An uncompressed tar of an overlay upper dir, whiteouts in AUFS form (for commit)."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUFFER) as archive:
+    with io.BufferedWriter(RawSink(out), BUFFER) as sink, \
+            tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         seen: dict[tuple[int, int], str] = {}
         for path, name, st in walk(directory):
             if is_whiteout(st):
@@ -381,7 +550,8 @@ def tar_layer(directory: str, out: BinaryIO) -> None:
 
 def tar_directory(directory: str, out: BinaryIO) -> None:
     """A plain uncompressed tar of a tree, entries named `./...` (for export)."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUFFER) as archive:
+    with io.BufferedWriter(RawSink(out), BUFFER) as sink, \
+            tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         seen: dict[tuple[int, int], str] = {}
         add_entry(archive, directory, ".", os.lstat(directory), seen)
         for path, name, st in walk(directory):
@@ -392,7 +562,9 @@ def add_entry(archive: tarfile.TarFile, path: str, name: str, st: os.stat_result
               seen: dict[tuple[int, int], str]) -> None:
     """One entry with numeric owner and xattrs; `seen` turns repeated inodes into hard links."""
     info = tarfile.TarInfo(name)
-    info.mode, info.uid, info.gid, info.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime
+    info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+    info.mtime = st.st_mtime_ns // 1_000_000_000
+    info.pax_headers["mtime"] = f"{info.mtime}.{st.st_mtime_ns % 1_000_000_000:09d}"   # the float loses ns
     inode = (st.st_dev, st.st_ino)
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and inode in seen:
         info.type, info.linkname = tarfile.LNKTYPE, seen[inode]

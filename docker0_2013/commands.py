@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import time
 
@@ -96,15 +97,23 @@ def subcmd(name: str, signature: str, description: str) -> FlagSet:
     return FlagSet(name, header=f"\nUsage: docker {name} {signature}\n\n{description}\n\n")
 
 
-def parse(stdout, flags: FlagSet, args: tuple[str, ...]) -> list[str] | None:
-    """Parse a command's flags; on failure print the message and usage, return None."""
+def parse(stdout, flags: FlagSet, args: tuple[str, ...], accept=None) -> list[str] | None:
+    """Parse a command's flags and return the positional arguments.
+
+    On a parse failure, or when `accept(count)` rejects the number of
+    positional arguments, print the usage (spec 3.1) and return None.
+    """
     try:
-        return flags.parse(list(args))
+        positional = flags.parse(list(args))
     except FlagError as e:
         if str(e) != HELP_REQUESTED:
             stdout.write(f"{e}\n")
         usage(stdout, flags)
         return None
+    if accept is not None and not accept(len(positional)):
+        usage(stdout, flags)
+        return None
+    return positional
 
 
 def usage(stdout, flags: FlagSet) -> None:
@@ -133,11 +142,8 @@ class Commands:
 
     async def CmdInfo(self, stdin, stdout, *args: str) -> None:
         flags = subcmd("info", "", "Display system-wide information.")
-        positional = parse(stdout, flags, args)
-        if positional is None:
+        if parse(stdout, flags, args, accept=lambda n: n == 0) is None:
             return
-        if positional:
-            return usage(stdout, flags)
         stdout.write(f"containers: {len(self.containers)}\nversion: {VERSION}\n"
                      f"images: {self.graph.count()}\n")
 
@@ -152,9 +158,120 @@ class Commands:
         if not names:
             raise ValueError("Not enough arguments")
         source, repository, tag = (names + ["", ""])[:3]
-        image = await asyncio.to_thread(self.import_image, source, repository, tag,
-                                        stdin.blocking(), stdout.blocking())
+        try:
+            image = await asyncio.to_thread(self.import_image, source, repository, tag,
+                                            stdin.blocking(), stdout.blocking())
+        except Exception:
+            if source == "-":
+                await self.discard_input(stdin)
+            raise
         stdout.write(short_id(image.id) + "\n")
+
+    @staticmethod
+    async def discard_input(stdin, idle: float = 30.0) -> None:
+        """Read what the client still sends, until it half-closes (or is idle for `idle` s).
+
+        A refused archive is usually not read to its end, and closing a socket
+        with unread input sends a reset, which can destroy the `Error:` line
+        before the client reads it.
+        """
+        try:
+            while await asyncio.wait_for(stdin.read(1 << 20), idle):
+                pass
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+
+    async def CmdImages(self, stdin, stdout, *args: str) -> None:
+        """Spec 3.7, with the "heads" fixed: an untagged image shows unless it is a parent.
+
+        2013 listed in Go map order; here repositories and tags are sorted and
+        untagged images come newest first.
+        """
+        flags = subcmd("images", "[OPTIONS] [NAME]", "List images")
+        flags.bool("a", "show all images")
+        flags.bool("q", "only show numeric IDs")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if len(names) > 1:
+            return usage(stdout, flags)
+        only = names[0] if names else ""
+        tagged, untagged = await asyncio.to_thread(self.image_listing, flags["a"], only)
+        if flags["q"]:                  # one line per tag, as in 2013
+            stdout.write("".join(short_id(image.id) + "\n" for _, _, image in tagged + untagged))
+            return
+        lines = ["REPOSITORY\tTAG\tID\tCREATED\tPARENT"]
+        for repository, tag, image in tagged + untagged:
+            parent = self.tags.image_name(image.parent) if image.parent else ""
+            lines.append(f"{repository}\t{tag}\t{short_id(image.id)}\t{since(image.created)}\t{parent}")
+        stdout.write(tabwrite(lines, 20))
+
+    def image_listing(self, everything: bool, only: str) -> tuple[list, list]:
+        """(repo, tag, image) rows: the tagged ones, then `<none>` ones (not with a NAME)."""
+        tagged = self.tags.tagged_images(only)
+        if only:
+            return tagged, []
+        candidates = {image.id: image for image in self.graph.all()} if everything else self.graph.heads()
+        for _, _, image in tagged:
+            candidates.pop(image.id, None)
+        newest_first = sorted(candidates.values(), key=lambda i: parse_time(i.created), reverse=True)
+        return tagged, [("<none>", "<none>", image) for image in newest_first]
+
+    async def CmdHistory(self, stdin, stdout, *args: str) -> None:
+        """Spec 3.6: the image, then its ancestors; IDs stay short, as in 2013."""
+        flags = subcmd("history", "[OPTIONS] IMAGE", "Show the history of an image")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if len(names) != 1:
+            return usage(stdout, flags)
+        image = self.tags.lookup_image(names[0])
+        lines = ["ID\tCREATED\tCREATED BY"]
+        try:
+            for layer in self.graph.parents(image):
+                command = " ".join(layer.container_config.get("Cmd") or [])
+                lines.append(f"{short_id(layer.id)}\t{since(layer.created)}\t{command}")
+        finally:                        # a missing ancestor: the rows so far, then the error
+            stdout.write(tabwrite(lines, 20))
+
+    async def CmdTag(self, stdin, stdout, *args: str) -> None:
+        """Spec 3.23; `-f` changes nothing: tags are always moved (spec 6.8)."""
+        flags = subcmd("tag", "[OPTIONS] IMAGE REPOSITORY [TAG]", "Tag an image into a repository")
+        flags.bool("f", "Force")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if len(names) < 2:
+            return usage(stdout, flags)
+        await asyncio.to_thread(self.tags.set, names[1], names[2] if len(names) > 2 else "",
+                                names[0], flags["f"])
+
+    async def CmdRmi(self, stdin, stdout, *args: str) -> None:
+        """Remove images named by ID prefix (spec 6.6), in order; stop at the first error.
+
+        Changed since 2013: `repo[:tag]` names work too (2013: IDs only); an
+        image a container or another image uses is refused, and the tags of
+        a removed image are removed with it.
+        """
+        flags = subcmd("rmimage", "[OPTIONS] IMAGE", "Remove an image")
+        names = parse(stdout, flags, args)
+        if names is None:
+            return
+        if not names:
+            return usage(stdout, flags)
+        for name in names:
+            try:
+                image_id = self.tags.lookup_image(name).id
+            except LookupError:
+                raise KeyError(f"No such id: {name}") from None
+            users = [c for c in self.containers.values() if c.Image == image_id]
+            if users:
+                raise RuntimeError(f"Unable to remove image {short_id(image_id)}: "
+                                   f"container {short_id(users[0].Id)} uses it")
+            # No await from the check to the rename: a `run` cannot pick the image in between.
+            image_id, garbage = self.graph.unpublish(image_id)
+            self.tags.delete_image(image_id)
+            await asyncio.to_thread(shutil.rmtree, garbage, True)
 
     # -- Containers: run, start, stop, kill, restart, wait, attach, logs, ps, rm,
     #    inspect, diff, commit, export, port (container.py, lxc.py, network.py) ----------
@@ -244,11 +361,9 @@ class Commands:
     async def each_container(self, stdout, name: str, description: str, args, action) -> None:
         """start/stop/restart: act on each container in turn, print its short ID."""
         flags = subcmd(name, "[OPTIONS] NAME", description)
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n >= 1)
         if names is None:
             return
-        if not names:
-            return usage(stdout, flags)
         for container_name in names:
             container = self.container(container_name)
             await action(container)
@@ -266,30 +381,24 @@ class Commands:
 
     async def CmdWait(self, stdin, stdout, *args: str) -> None:
         flags = subcmd("wait", "[OPTIONS] NAME", "Block until a container stops, then print its exit code.")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n >= 1)
         if names is None:
             return
-        if not names:
-            return usage(stdout, flags)
         for name in names:
             stdout.write(f"{await self.container(name).wait()}\n")
 
     async def CmdAttach(self, stdin, stdout, *args: str) -> None:
         flags = subcmd("attach", "CONTAINER", "Attach to a running container")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n == 1)
         if names is None:
             return
-        if len(names) != 1:
-            return usage(stdout, flags)
         await self.container(names[0]).attach(stdin, stdout, True, True, True)
 
     async def CmdLogs(self, stdin, stdout, *args: str) -> None:
         flags = subcmd("logs", "[OPTIONS] CONTAINER", "Fetch the logs of a container")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n == 1)
         if names is None:
             return
-        if len(names) != 1:
-            return usage(stdout, flags)
         container = self.container(names[0])
         for stream in ("stdout", "stderr"):
             path = container.log_path(stream)
@@ -334,11 +443,9 @@ class Commands:
 
     async def CmdInspect(self, stdin, stdout, *args: str) -> None:
         flags = subcmd("inspect", "[OPTIONS] CONTAINER", "Return low-level information on a container")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n >= 1)
         if names is None:
             return
-        if not names:
-            return usage(stdout, flags)
         container = self.get(names[0])
         if container is not None:
             stdout.write(json_pretty(container.to_dict()) + "\n")
@@ -352,11 +459,9 @@ class Commands:
     async def CmdPort(self, stdin, stdout, *args: str) -> None:
         flags = subcmd("port", "[OPTIONS] CONTAINER PRIVATE_PORT",
                        "Lookup the public-facing port which is NAT-ed to PRIVATE_PORT")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n == 2)
         if names is None:
             return
-        if len(names) != 2:
-            return usage(stdout, flags)
         mapping = self.container(names[0]).NetworkSettings.PortMapping or {}
         if names[1] not in mapping:
             raise LookupError(f"No private port '{names[1]}' allocated on {names[0]}")
@@ -413,24 +518,16 @@ class Commands:
 
     async def CmdPull(self, stdin, stdout, *args: str) -> None:
         """Pull NAME[:TAG] from Docker Hub or `host[:port]/NAME` (registry.py, spec 3.16)."""
-        flags = subcmd("pull", "NAME", "Pull an image or a repository from the registry")
-        positional = parse(stdout, flags, args)
-        if positional is None:
-            return
-        if len(positional) != 1 or not positional[0]:
-            return usage(stdout, flags)
-        await registry.in_own_thread(registry.pull, self.graph, self.tags, self.auth,
-                                     positional[0], stdout.write_from_thread)
+        name = one_name(stdout, "pull", "Pull an image or a repository from the registry", args)
+        if name:
+            await registry.in_own_thread(registry.pull, self.graph, self.tags, self.auth,
+                                         name, stdout.write_from_thread)
 
     async def CmdPush(self, stdin, stdout, *args: str) -> None:
         """Push NAME[:TAG] to its registry (registry.py, spec 3.17)."""
-        flags = subcmd("push", "NAME", "Push an image or a repository to the registry")
-        positional = parse(stdout, flags, args)
-        if positional is None:
+        name = one_name(stdout, "push", "Push an image or a repository to the registry", args)
+        if not name:
             return
-        if len(positional) != 1 or not positional[0]:
-            return usage(stdout, flags)
-        name = positional[0]
         if not registry.parse_reference(name).server:   # Docker Hub keeps the 2013 rules
             if not self.auth.username:
                 await self.login_dialogue(stdin, stdout, "")
@@ -479,6 +576,15 @@ class Commands:
         save_config(self.root, self.auth)
 
 
+def one_name(stdout, command: str, description: str, args: tuple[str, ...]) -> str:
+    """The NAME argument of pull and push; "" after printing the usage."""
+    flags = subcmd(command, "NAME", description)
+    positional = parse(stdout, flags, args)
+    if positional is not None and (len(positional) != 1 or not positional[0]):
+        usage(stdout, flags)
+    return positional[0] if positional and len(positional) == 1 else ""
+
+
 async def read_input(stdin, stdout, echo: bool) -> str:
     """One line typed at a login prompt, read a byte at a time (spec 3.12)."""
     line = bytearray()
@@ -493,7 +599,7 @@ async def read_input(stdin, stdout, echo: bool) -> str:
                 del line[-1]
                 if echo:
                     stdout.write("\b \b")
-        elif byte[0] > 0x20 and byte != b"\x7f":   # whitespace and controls are dropped
+        elif byte[0] > 0x20:   # whitespace and controls are dropped; UTF-8 bytes are kept
             line += byte
             if echo:
                 stdout.write(byte)

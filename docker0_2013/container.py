@@ -3,7 +3,7 @@
 Start, in one line each (spec 5.5): mount the layered root, allocate an IP and
 ports, write config.lxc, then run
 
-    sh -c 'lxc-execute ... -- <sysinit> -g GW [-u USER] -- CMD...; echo $? > exit-code'
+    sh -c 'read go; lxc-execute ... -- <sysinit> -g GW [-u USER] -- CMD...; echo $? > exit-code'
 
 with the container's stdout and stderr going straight into its log files.
 
@@ -16,6 +16,9 @@ Changed since 2013, and why:
   the status of a container that ended while the daemon was down is still
   known after a restart (2013 showed `Exit -127`, spec 4.6); `State.Pid` is
   that wrapper's PID;
+- the wrapper starts lxc-execute only after the daemon has saved the
+  container as running (it waits for a line on a pipe): a daemon killed in
+  between leaves no container running behind a record that says it is not;
 - `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
   Docker did, instead of 2013's three, so interactive shells behave;
 - per-container lock and a race-free wait (2013 could double-start, and lose
@@ -164,16 +167,21 @@ class Container:
                 raise RuntimeError(f"The container {self.Id} is already running.")
             await asyncio.to_thread(self.prepare)
             try:
-                process = self.spawn()
+                process, go = self.spawn()
             except BaseException:
                 await asyncio.to_thread(self.release)
                 raise
             self.killed = False
             self.State = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
-            self.to_disk()
             self.stopped.clear()
             self.started.set()
+            # The monitor also cleans up if the record cannot be saved: then the wrapper exits.
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
+            try:
+                await asyncio.to_thread(self.to_disk)      # its fsyncs would stall the loop
+                os.write(go, b"go\n")        # recorded as running: now the wrapper may start it
+            finally:
+                os.close(go)
 
     def prepare(self) -> None:
         """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
@@ -199,43 +207,54 @@ class Container:
         self.NetworkSettings = NetworkSettings(iface.ip, iface.prefixlen, iface.gateway,
                                                dict(iface.port_mapping) or None)
 
-    def spawn(self) -> subprocess.Popen:
-        """Run lxc-execute under the exit-code wrapper, its output into the log files."""
+    def spawn(self) -> tuple[subprocess.Popen, int]:
+        """Run lxc-execute under the exit-code wrapper, its output into the log files.
+
+        The wrapper first waits for a line on its stderr, which starts as a
+        pipe; the caller writes that line (to the returned fd) once the
+        container is saved as running. If the daemon dies before that, the
+        pipe closes and the wrapper exits at once. (dash can only move fds
+        0-9, so the pipe borrows fd 2 before stderr becomes the log or pty.)
+        """
         init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args)
         command = lxc.execute_command(self.Id, os.path.dirname(self.root),
                                       self.path("config.lxc"), init)
         exit_file = self.path("exit-code")
         if os.path.exists(exit_file):
             os.unlink(exit_file)
-        wrapper = ["sh", "-c", '"$@"; echo $? > "$0.tmp"; mv "$0.tmp" "$0"', exit_file, *command]
+        stderr = "exec 2>&1" if self.Config.Tty else 'exec 2>>"$1"'
+        script = f'read -r go <&2 || exit; {stderr}; shift; "$@"; echo $? > "$0.tmp"; mv "$0.tmp" "$0"'
+        wrapper = ["sh", "-c", script, exit_file, self.log_path("stderr"), *command]
         stdin_read = None
         logs = [os.open(self.log_path(s), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 for s in ("stdout", "stderr")]
         if self.Config.Tty:          # one pty: input (with -i), output and errors
             self.pty_master, slave = pty.openpty()
-            out = err = slave
+            out = slave
             stdin_read = os.dup(slave) if self.Config.OpenStdin else None
         else:
-            out, err = logs
+            out = logs[0]
             if self.Config.OpenStdin:
                 stdin_read, self.stdin_fd = os.pipe()
+        wait_read, go = os.pipe()
         try:
             process = subprocess.Popen(
                 wrapper, stdin=stdin_read if stdin_read is not None else subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True, close_fds=True,
+                stdout=out, stderr=wait_read, start_new_session=True, close_fds=True,
                 env={"PATH": lxc.DEFAULT_PATH})
         except BaseException:
+            os.close(go)
             self.close_stdin()
             if self.pty_master is not None:
                 os.close(self.pty_master)
                 self.pty_master = None
             raise
         finally:
-            for fd in {*logs, out, err, stdin_read} - {None}:
+            for fd in {*logs, out, stdin_read, wait_read} - {None}:
                 os.close(fd)
         if self.pty_master is not None:
             self.tty_task = asyncio.create_task(self.copy_tty_output())
-        return process
+        return process, go
 
     async def copy_tty_output(self) -> None:
         """-t: the pty's output goes to the stdout log, like a non-tty stdout would."""

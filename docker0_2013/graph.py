@@ -6,14 +6,25 @@ disk and in tarballs). Images are created in `graph/:tmp:/<ID>` and renamed
 into place, so a half-written image is never visible (spec 6.3).
 
 Changed since 2013:
-- whatever a crash left in `:tmp:` is removed at start-up;
-- the union mount is overlayfs, not AUFS (gone from kernels). overlayfs does
-  not understand `.wh.` files, so a layer that has any also gets an
-  `overlay/` twin at registration: a hard-link copy of the layer in which
-  `.wh.<name>` became a 0/0 character device and `.wh..wh..opq` became the
-  `trusted.overlay.opaque` attribute. Mounts use the twin; the layer itself
-  stays as it was imported. 2013's mount-time "whiteout replay" (spec 5.3
-  step 6), a workaround for AUFS, is not needed.
+- whatever a crash left in `:tmp:` is removed at start-up, and `:tmp:` is
+  not in the ID index (2013 listed it as an image ID);
+- `delete` (rmi) refuses an image that another image is built on; the
+  command also refuses one a container uses (2013 checked nothing, spec 6.6);
+- the union mount is overlayfs, not AUFS (gone from kernels). overlayfs
+  does not understand `.wh.` files, so a layer that has any also gets an
+  `overlay/` twin when it is registered: a hard-link copy of the layer (no
+  data is copied) in which `.wh.<name>` became a 0/0 character device and
+  `.wh..wh..opq` became the `trusted.overlay.opaque` attribute of its
+  directory, and AUFS's own `.wh..wh.*` metadata is left out. Mounts stack
+  the twin; the layer itself stays as it was imported, for diff, push and
+  history. Built inside the staging directory, the twin is published with
+  the image by the same rename. 2013's mount-time "whiteout replay" (spec
+  5.3 step 6), a workaround for AUFS, is not needed: deletions in every
+  layer take effect, not only the top one's;
+- the layers are handed to the kernel through short symlinks (`0`, `1`,
+  ...) in a scratch directory, so an image can have as many layers as
+  overlayfs stacks (500), not as many 70-byte paths as fit in the one page
+  of mount options.
 """
 from __future__ import annotations
 
@@ -23,15 +34,17 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from . import VERSION
+from . import VERSION, archive
 from .utils import TruncIndex, atomic_write, generate_id, json_compact, now_string
 
 TMP = ":tmp:"
 WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"
-MAX_MOUNT_OPTIONS = 4000        # the kernel takes one page of mount options
+MAX_LAYERS = 500                # overlayfs' limit on lower layers (OVL_MAX_STACK)
+MNT_DETACH = 2
 
 
 @dataclass
@@ -64,8 +77,10 @@ class Image:
 class Graph:
     def __init__(self, root: str) -> None:
         self.root = root
+        self.tmp = os.path.join(root, TMP)
         os.makedirs(root, 0o700, exist_ok=True)
-        shutil.rmtree(os.path.join(root, TMP), ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)      # what a crash left half-written
+        os.mkdir(self.tmp, 0o700)
         self.index = TruncIndex(n for n in os.listdir(root) if self._is_image_dir(n))
 
     def _is_image_dir(self, name: str) -> bool:
@@ -87,7 +102,7 @@ class Graph:
         return os.path.isdir(self.image_path(image_id))
 
     def get(self, name: str) -> Image:
-        """Load an image by full ID or unique ID prefix; KeyError otherwise."""
+        """Load an image by full ID or unique ID prefix; KeyError `No such id: <name>` otherwise."""
         image_id = self.index.get(name)
         with open(os.path.join(self.image_path(image_id), "json"), "rb") as f:
             image = Image.from_dict(json.loads(f.read()))
@@ -105,6 +120,12 @@ class Graph:
     def count(self) -> int:
         return len(self.index._ids)
 
+    def heads(self) -> dict[str, Image]:
+        """Images that are nobody's parent (2013 computed grandparents instead, spec 6.9)."""
+        images = {image.id: image for image in self.all()}
+        parents = {image.parent for image in images.values()}
+        return {i: image for i, image in images.items() if i not in parents}
+
     def create(self, fill_layer: Callable[[str], None], *, comment: str = "",
                parent: str = "", container: str = "", container_config: dict | None = None,
                image_id: str | None = None, created: str | None = None) -> Image:
@@ -116,16 +137,19 @@ class Graph:
         return image
 
     def register(self, image: Image, fill_layer: Callable[[str], None]) -> None:
+        """Fill and publish an image; on any failure nothing of it stays (spec 6.3)."""
         if not image.id:
             raise ValueError("Image id can't be empty")
         if ":" in image.id:
             raise ValueError("Invalid character in image id: ':'")
         if self.exists(image.id):
             raise ValueError(f"Image {image.id} already exists")
-        staging = os.path.join(self.root, TMP, image.id)
-        os.makedirs(os.path.join(self.root, TMP), 0o700, exist_ok=True)
+        staging = os.path.join(self.tmp, image.id)
         try:
             os.mkdir(staging, 0o700)
+        except FileExistsError:
+            raise ValueError(f"Image {image.id} is being registered already") from None
+        try:
             os.mkdir(os.path.join(staging, "layer"), 0o700)
             fill_layer(os.path.join(staging, "layer"))
             build_overlay_view(os.path.join(staging, "layer"), os.path.join(staging, "overlay"))
@@ -145,6 +169,35 @@ class Graph:
                 raise LookupError(f"Error while getting parent image: {_msg(e)}") from None
             yield image
 
+    def children(self, image_id: str) -> list[Image]:
+        return [image for image in self.all() if image.parent == image_id]
+
+    def delete(self, name: str) -> str:
+        """rmi: remove an image named by ID or unique ID prefix; return its ID.
+
+        An image other images are built on stays (2013 deleted it and left
+        them without a parent).
+        """
+        image_id, garbage = self.unpublish(name)
+        shutil.rmtree(garbage, ignore_errors=True)
+        return image_id
+
+    def unpublish(self, name: str) -> tuple[str, str]:
+        """The quick half of delete: (ID, a `:tmp:` directory holding the image, to remove).
+
+        One rename takes the image out of the graph, so a crash leaves no
+        half-deleted image, only `:tmp:` garbage that start-up clears.
+        """
+        image_id = self.index.get(name)
+        children = self.children(image_id)
+        if children:
+            raise RuntimeError(f"Unable to remove image {image_id[:12]}: "
+                               f"image {children[0].id[:12]} is based on it")
+        garbage = tempfile.mkdtemp(prefix="rmi-", dir=self.tmp)
+        os.rename(self.image_path(image_id), os.path.join(garbage, image_id))
+        self.index.delete(image_id)
+        return image_id, garbage
+
 
 def _msg(e: BaseException) -> str:
     return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -153,27 +206,57 @@ def _msg(e: BaseException) -> str:
 # -- overlayfs (mount.go) ----------------------------------------------------------------
 
 
+def has_whiteouts(layer: str) -> bool:
+    pending = [layer]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith(WHITEOUT):
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+    return False
+
+
 def build_overlay_view(layer: str, twin: str) -> None:
-    """Hard-link copy of `layer` with AUFS whiteouts in overlayfs form; only if it has any."""
-    if not any(name.startswith(WHITEOUT) for _, dirs, files in os.walk(layer) for name in dirs + files):
+    """The hard-link twin of a layer that has whiteouts (see the module docstring)."""
+    if not has_whiteouts(layer):
         return
-    for parent, dirs, files in os.walk(layer):
-        target = os.path.normpath(os.path.join(twin, os.path.relpath(parent, layer)))
-        st = os.lstat(parent)
-        os.mkdir(target, st.st_mode & 0o7777)
+    directories = []                   # (twin dir, layer dir stat): times are set last
+    pending = [(layer, twin)]
+    while pending:
+        source, target = pending.pop()
+        st = os.lstat(source)
+        os.mkdir(target, 0o700)
         os.chown(target, st.st_uid, st.st_gid)
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(parent, d))]:
-            source = os.path.join(parent, name)
+        os.chmod(target, stat.S_IMODE(st.st_mode))
+        copy_xattrs(source, target)
+        directories.append((target, st))
+        with os.scandir(source) as it:
+            entries = list(it)
+        names = {e.name for e in entries}
+        for entry in entries:
+            name = entry.name
             if name == OPAQUE:
-                os.setxattr(target, "trusted.overlay.opaque", b"y")
+                os.setxattr(target, archive.OPAQUE_XATTR, b"y")
             elif name.startswith(WHITEOUT + WHITEOUT):
                 continue                           # AUFS's own metadata
             elif name.startswith(WHITEOUT):
-                os.mknod(os.path.join(target, name[len(WHITEOUT):]), stat.S_IFCHR | 0o600, 0)
+                hidden = name[len(WHITEOUT):]
+                if hidden not in names:            # the layer's own file wins over its whiteout
+                    os.mknod(os.path.join(target, hidden), stat.S_IFCHR, 0)
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, os.path.join(target, name)))
             else:
-                os.link(source, os.path.join(target, name), follow_symlinks=False)
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(parent, d))]
+                os.link(entry.path, os.path.join(target, name), follow_symlinks=False)
+    for target, st in reversed(directories):  # changes() compares copied-up directories' mtimes
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def copy_xattrs(source: str, target: str) -> None:
+    for key in os.listxattr(source, follow_symlinks=False):
+        if not key.startswith(archive.OVERLAY_XATTRS):
+            os.setxattr(target, key, os.getxattr(source, key, follow_symlinks=False))
 
 
 def is_mounted(path: str) -> bool:
@@ -185,30 +268,41 @@ def is_mounted(path: str) -> bool:
 
 
 def mount_rootfs(graph: Graph, image_id: str, rw: str, work: str, target: str) -> None:
-    """Mount the image's layers (top first) with `rw` on top at `target`."""
-    layers = [os.path.relpath(graph.mount_layer(image.id), graph.root)
-              for image in graph.parents(graph.get(image_id))]
+    """Mount the image's layers (top first) under `rw` at `target`, with `work` as overlay's workdir."""
+    chain = list(graph.parents(graph.get(image_id)))
+    if len(chain) > MAX_LAYERS:
+        raise RuntimeError(f"Image {image_id[:12]} has {len(chain)} layers; "
+                           f"overlayfs can stack at most {MAX_LAYERS}")
     if is_mounted(target):
         raise RuntimeError(f"{target} is already mounted")
     for directory in (rw, work, target):
         os.makedirs(directory, 0o755, exist_ok=True)
-    options = f"lowerdir={':'.join(layers)},upperdir={os.path.abspath(rw)},workdir={os.path.abspath(work)}"
-    if len(options) > MAX_MOUNT_OPTIONS:
-        raise RuntimeError(f"Image {image_id} has {len(layers)} layers: too many for one overlayfs mount")
-    # Relative lower paths (from the graph directory) keep long histories under the page limit.
-    result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, target],
-                            cwd=graph.root, capture_output=True, text=True)
+    links = tempfile.mkdtemp(prefix="mount-", dir=graph.tmp)
+    try:
+        for i, image in enumerate(chain):
+            os.symlink(graph.mount_layer(image.id), os.path.join(links, str(i)))
+        os.symlink(os.path.abspath(rw), os.path.join(links, "upper"))
+        os.symlink(os.path.abspath(work), os.path.join(links, "work"))
+        lower = ":".join(str(i) for i in range(len(chain)))
+        # No redirects or metacopy: a commit must find whole files and directories in rw.
+        options = f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off"
+        result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, os.path.abspath(target)],
+                                cwd=links, capture_output=True, text=True)
+    finally:
+        shutil.rmtree(links, ignore_errors=True)
     if result.returncode != 0:
         raise RuntimeError(f"Unable to mount {target}: {result.stderr.strip()}")
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def unmount_rootfs(target: str) -> None:
     """Unmount, then remove the mount point (spec 5.3)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if is_mounted(target) and libc.umount2(target.encode(), 0) != 0:
-        errno = ctypes.get_errno()
-        if libc.umount2(target.encode(), 2) != 0:          # MNT_DETACH when busy
-            raise OSError(errno, f"Umount: Failed to umount {target}: {os.strerror(errno)}")
+    if is_mounted(target) and _libc.umount2(os.fsencode(target), 0) != 0:
+        error = ctypes.get_errno()
+        if _libc.umount2(os.fsencode(target), MNT_DETACH) != 0:     # busy: detach it
+            raise OSError(error, f"Umount: Failed to umount {target}: {os.strerror(error)}")
     try:
         os.rmdir(target)
     except FileNotFoundError:

@@ -24,9 +24,11 @@ module speaks what every registry speaks today, the distribution v2 / OCI API
   tag is set last, so a failed or interrupted pull leaves no partial image;
 - `push NAME[:TAG]` uploads each layer as a gzip tarball (the stored `.wh.`
   whiteouts are also the OCI convention), skips blobs the registry already
-  has, then uploads an OCI image config and manifest. Docker Hub keeps the
-  2013 rules (login first; no "root" repositories); other registries take
-  any name, and anonymous pushes if they allow them;
+  has (saying `Image <id> already pushed, skipping`, as Docker did later in
+  2013), then uploads an OCI image config and manifest. Empty layers, such
+  as a pulled image's config image, are left out. Docker Hub keeps the 2013
+  rules (login first; no "root" repositories); other registries take any
+  name, and anonymous pushes if they allow them;
 - `login [SERVER]` checks the credentials against SERVER's `/v2/` endpoint
   (there is no account registration any more, so never `Account Created`);
 - authentication answers the registry's `WWW-Authenticate` challenge: HTTP
@@ -35,13 +37,15 @@ module speaks what every registry speaks today, the distribution v2 / OCI API
   Basic auth, even empty, on every request;
 - every registry operation runs in a thread of its own, so a slow registry
   never holds up other connections to the daemon.
+
+Not supported: Docker schema 1 manifests, zstd layers, cross-repository
+blob mounts, pulling by digest (`name@sha256:...`).
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import bz2
-import dataclasses
 import gzip
 import hashlib
 import ipaddress
@@ -57,7 +61,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from . import archive
@@ -474,12 +478,12 @@ def image_records(manifest: dict, config: dict, config_digest: str) -> tuple[lis
         image = Image(id=ids[i], parent=ids[i - 1] if i else "",
                       created=valid_time(history[i].get("created", created)),
                       comment=str(history[i].get("created_by") or history[i].get("comment") or ""),
-                      container_config=dataclasses.asdict(Config()), docker_version=version)
+                      container_config=asdict(Config()), docker_version=version)
         layers.append(Layer(image, descriptor, diff_id))
     settings = config.get("config") or {}
     command = (settings.get("Entrypoint") or []) + (settings.get("Cmd") or [])
     top = Image(id=digest_hex(config_digest), parent=ids[-1] if ids else "", created=created,
-                container_config=dataclasses.asdict(Config(
+                container_config=asdict(Config(
                     User=settings.get("User") or "", Env=settings.get("Env") or None,
                     Cmd=command or None)),
                 docker_version=version)
@@ -503,7 +507,7 @@ def pull(graph: Graph, tags: TagStore, credentials: AuthConfig, name: str, write
     write(f"Pulling repository {ref.name}\n")
     session.ping()
     write(f"Pulling tag {ref.name}:{tag}\n")
-    manifest = fetch_manifest(session, ref if ref.tag else dataclasses.replace(ref, tag=tag))
+    manifest = fetch_manifest(session, ref if ref.tag else replace(ref, tag=tag))
     config_digest = manifest["config"].get("digest", "")
     image_id = digest_hex(config_digest)
     if not graph.exists(image_id):

@@ -8,7 +8,10 @@ Changed since 2013 (spec 4.2, DESIGN.md):
 - the root is chosen with `-g` (default `/var/lib/docker`), and a root that
   holds a modern Docker engine's data is refused rather than mixed with ours;
 - the bridge is chosen with `-b` (default `lxcbr0`);
-- a malformed `.dockercfg` is ignored with a log line, not fatal.
+- a malformed `.dockercfg` is ignored with a log line, not fatal;
+- a container directory is created and removed under a `:`-prefixed name and
+  renamed, so a daemon killed midway leaves no record-less or half-deleted
+  container; start-up removes such leftovers.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .utils import ProgressReader, TruncIndex, generate_id, now_string, parse_ti
 
 DEFAULT_ROOT = "/var/lib/docker"
 DEFAULT_BRIDGE = "lxcbr0"
+HALF_DONE = ":"          # prefix of a container directory being created or removed; never an ID
 MODERN_DOCKER_MARKERS = ("image", "overlay2", "containerd", "buildkit", "swarm")
 
 log = logging.getLogger("docker0")
@@ -80,6 +84,9 @@ class Runtime(Commands):
     def restore(self) -> None:
         """Load every saved container (spec 4.6)."""
         for name in sorted(os.listdir(self.repository)):
+            if name.startswith(HALF_DONE):       # a create or rm the last daemon died in
+                shutil.rmtree(os.path.join(self.repository, name), ignore_errors=True)
+                continue
             try:
                 container = Container.load(os.path.join(self.repository, name),
                                            graph=self.graph, network=self.network)
@@ -93,8 +100,13 @@ class Runtime(Commands):
             self.register(container)
 
     def reconnect(self, container: Container) -> None:
-        """A container saved as running: follow it again, or record how it ended."""
+        """A container saved as running: follow it again, or record how it ended.
+
+        A stopped one keeps nothing mounted (the last daemon may have died starting it).
+        """
         if not container.State.Running:
+            if layers.is_mounted(container.rootfs):
+                layers.unmount_rootfs(container.rootfs)
             return
         if process_alive(container.State.Pid, container.Id):
             ns = container.NetworkSettings
@@ -140,8 +152,13 @@ class Runtime(Commands):
                               Image=image.id, NetworkSettings=NetworkSettings(),
                               SysInitPath=lxc.SYSINIT, root=os.path.join(self.repository, container_id),
                               graph=self.graph, network=self.network)
-        os.mkdir(container.root, 0o700)
+        # Written aside and renamed into place: a crash leaves no container without a record.
+        staging = os.path.join(self.repository, HALF_DONE + "new-" + container_id)
+        os.mkdir(staging, 0o700)
+        container.root = staging
         container.to_disk()
+        container.root = os.path.join(self.repository, container_id)
+        os.rename(staging, container.root)
         self.register(container)
         return container
 
@@ -157,8 +174,11 @@ class Runtime(Commands):
                 raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
         del self.containers[container.Id]
         self.container_index.delete(container.Id)
+        # Renamed away first: a crash during the rmtree leaves no half-deleted container.
+        garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
         try:
-            shutil.rmtree(container.root)
+            os.rename(container.root, garbage)
+            shutil.rmtree(garbage)
         except OSError as e:
             raise RuntimeError(f"Unable to remove filesystem for {container.Id}: {e}") from None
 

@@ -8,11 +8,14 @@ Changed since 2013:
 - a repository name may start with a registry `host:port/` (`localhost:5000/app`),
   so `repo:tag` is split at the last `:` that is not followed by a `/`;
   2013 split at the first `:` and refused any `:` in a repository name;
-- reloading replaces the map instead of merging into it.
+- reloading replaces the map instead of merging into it;
+- `rmi` removes the tags of the image it deletes (2013 left them dangling);
+- lookups take the same lock as changes: imports tag from worker threads.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 
@@ -20,6 +23,7 @@ from .graph import Graph, Image
 from .utils import atomic_write, json_compact, short_id
 
 DEFAULT_TAG = "latest"
+log = logging.getLogger("docker0")
 
 
 def parse_repository_tag(name: str) -> tuple[str, str]:
@@ -61,9 +65,10 @@ class TagStore:
             with open(self.path, "rb") as f:
                 data = json.loads(f.read())
             repositories = data["Repositories"] or {}
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            repositories = {r: dict(tags) for r, tags in repositories.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise RuntimeError(f"Couldn't create Tag store: {e}") from None
-        self.repositories = {r: dict(tags) for r, tags in repositories.items()}
+        self.repositories = repositories
 
     def save(self) -> None:
         ordered = {r: dict(sorted(t.items())) for r, t in sorted(self.repositories.items())}
@@ -91,7 +96,8 @@ class TagStore:
             self.save()
 
     def get(self, repo: str, tag: str) -> str | None:
-        return self.repositories.get(repo, {}).get(tag or DEFAULT_TAG)
+        with self._lock:
+            return self.repositories.get(repo, {}).get(tag or DEFAULT_TAG)
 
     def lookup_image(self, name: str) -> Image:
         """Spec 6.7: an ID prefix first, then `repo[:tag]`."""
@@ -107,13 +113,29 @@ class TagStore:
 
     def image_name(self, image_id: str) -> str:
         """The alphabetically first `repo:tag` of an image, else its short ID."""
-        names = sorted(f"{r}:{t}" for r, tags in self.repositories.items()
-                       for t, i in tags.items() if i == image_id)
-        return names[0] if names else short_id(image_id)
+        return min(self.names_by_id().get(image_id, []), default=short_id(image_id))
 
     def names_by_id(self) -> dict[str, list[str]]:
         result: dict[str, list[str]] = {}
-        for repo, tags in self.repositories.items():
-            for tag, image_id in tags.items():
-                result.setdefault(image_id, []).append(f"{repo}:{tag}")
+        with self._lock:
+            for repo, tags in self.repositories.items():
+                for tag, image_id in tags.items():
+                    result.setdefault(image_id, []).append(f"{repo}:{tag}")
         return result
+
+    def tagged_images(self, repository: str = "") -> list[tuple[str, str, Image]]:
+        """(repo, tag, image) sorted by name, for `images`; only `repository` if given.
+
+        A tag whose image cannot be loaded is logged and left out (spec 3.7).
+        """
+        with self._lock:
+            tags = [(repo, tag, image_id) for repo, by_tag in sorted(self.repositories.items())
+                    if not repository or repo == repository for tag, image_id in sorted(by_tag.items())]
+        found = []
+        for repo, tag, image_id in tags:
+            try:
+                found.append((repo, tag, self.graph.get(image_id)))
+            except (KeyError, OSError, ValueError) as e:
+                reason = e.args[0] if isinstance(e, KeyError) and e.args else e
+                log.info("Warning: couldn't load %s from %s/%s: %s", image_id, repo, tag, reason)
+        return found

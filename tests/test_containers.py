@@ -7,60 +7,12 @@ import io
 import json
 import os
 import re
-import subprocess
 import tarfile
 import time
 
 import pytest
 
-from netns import REPO, Daemon
-
-
-@pytest.fixture(scope="session")
-def base_tar() -> bytes:
-    return subprocess.run([os.path.join(REPO, "contrib", "mkimage-busybox")],
-                          check=True, capture_output=True).stdout
-
-
-@pytest.fixture
-def d(base_tar):
-    """A daemon with the busybox `base` image imported."""
-    daemon = Daemon()
-    try:
-        out = daemon.call("import", "-", "base", stdin=base_tar)
-        assert re.fullmatch(r"[0-9a-f]{12}\n", out), out
-        yield daemon
-    finally:
-        daemon.destroy()
-
-
-def run_detached(d: Daemon, *args: str) -> str:
-    out = d.call("run", "-d", *args)
-    assert re.fullmatch(r"[0-9a-f]{12}\n", out), out
-    return out.strip()
-
-
-def leftovers(d: Daemon) -> dict:
-    """Everything a stopped container could leak, as seen from the host."""
-    with open("/proc/mounts") as f:
-        mounts = [line.split()[1] for line in f if d.root in line]
-    veths = d.netns.exec("ip", "-o", "link", "show", "type", "veth").stdout.strip()
-    rules = [r for r in d.netns.exec("iptables", "-t", "nat", "-S", "DOCKER0").stdout.splitlines()
-             if r.startswith("-A")]
-    cgroups = glob.glob("/sys/fs/cgroup/*/lxc.payload.*") + glob.glob("/sys/fs/cgroup/*/*/lxc.payload.*")
-    ids = os.listdir(os.path.join(d.root, "containers"))
-    cgroups = [c for c in cgroups if any(i in c for i in ids)]
-    procs = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink(f"/proc/{pid}/root").startswith(d.root):
-                procs.append(pid)
-        except OSError:
-            pass
-    return {"mounts": mounts, "veths": veths, "rules": rules, "cgroups": cgroups, "procs": procs}
-
-
-NOTHING = {"mounts": [], "veths": "", "rules": [], "cgroups": [], "procs": []}
+from helpers import NOTHING, base_tar, d, leftovers, run_detached, daemon_fds  # noqa: F401 (fixtures)
 
 
 def test_run_echo_and_exit_codes(d):
@@ -298,10 +250,6 @@ def test_real_client(d):
     assert out.stdout == b"piped\n"
     out = d.client("run", "base")
     assert out.returncode == 0 and out.stdout == b"Error: Command not specified\n"
-
-
-def daemon_fds(d: Daemon) -> int:
-    return len(os.listdir(f"/proc/{d.proc.pid}/fd"))
 
 
 def test_100_run_rm_cycles_leave_nothing(d):

@@ -1,0 +1,136 @@
+"""Shared by the container, fault, fuzz and load tests: the base image, a daemon
+with it imported, and what a test checks on disk and on the host afterwards."""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from netns import CLONE_NEWNET, REPO, Daemon
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@pytest.fixture(scope="session")
+def base_tar() -> bytes:
+    return subprocess.run([os.path.join(REPO, "contrib", "mkimage-busybox")],
+                          check=True, capture_output=True).stdout
+
+
+@pytest.fixture
+def d(base_tar):
+    """A daemon with the busybox `base` image imported."""
+    daemon = Daemon()
+    try:
+        out = daemon.call("import", "-", "base", stdin=base_tar)
+        assert re.fullmatch(r"[0-9a-f]{12}\n", out), out
+        yield daemon
+    finally:
+        daemon.destroy()
+
+
+def run_detached(d: Daemon, *args: str) -> str:
+    out = d.call("run", "-d", *args)
+    assert re.fullmatch(r"[0-9a-f]{12}\n", out), out
+    return out.strip()
+
+
+def dnat_rules(d: Daemon) -> list[str]:
+    return [r for r in d.netns.exec("iptables", "-t", "nat", "-S", "DOCKER0").stdout.splitlines()
+            if r.startswith("-A")]
+
+
+def leftovers(d: Daemon) -> dict:
+    """Everything a stopped container could leak, as seen from the host."""
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if d.root in line]
+    veths = d.netns.exec("ip", "-o", "link", "show", "type", "veth").stdout.strip()
+    cgroups = glob.glob("/sys/fs/cgroup/*/lxc.payload.*") + glob.glob("/sys/fs/cgroup/*/*/lxc.payload.*")
+    ids = os.listdir(os.path.join(d.root, "containers"))
+    cgroups = [c for c in cgroups if any(i in c for i in ids)]
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/root").startswith(d.root):
+                procs.append(pid)
+        except OSError:
+            pass
+    return {"mounts": mounts, "veths": veths, "rules": dnat_rules(d), "cgroups": cgroups, "procs": procs}
+
+
+NOTHING = {"mounts": [], "veths": "", "rules": [], "cgroups": [], "procs": []}
+
+
+def daemon_fds(d: Daemon) -> int:
+    return len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+
+
+def daemon_rss_kb(d: Daemon) -> int:
+    """VmRSS of the daemon's Python process (the fixture starts it under `sh -c ... exec`)."""
+    with open(f"/proc/{d.proc.pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+
+def saved_containers(d: Daemon) -> dict[str, dict]:
+    """Every containers/<ID>/config.json, parsed (a parse error fails the caller)."""
+    records = {}
+    for name in os.listdir(os.path.join(d.root, "containers")):
+        with open(os.path.join(d.root, "containers", name, "config.json"), "rb") as f:
+            records[name] = json.loads(f.read())
+    return records
+
+
+def settled_leftovers(d: Daemon, timeout: float = 10) -> dict:
+    """leftovers(), given the kernel time to finish tearing down ended containers.
+
+    A container's network namespace (and with it its veth pair) is freed by
+    the kernel asynchronously after its last process ends.
+    """
+    deadline = time.monotonic() + timeout
+    while (found := leftovers(d)) != NOTHING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+@contextlib.contextmanager
+def inside(netns_name: str):
+    """Run this thread in the test's network namespace (setns once, not per socket)."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{netns_name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        yield
+    finally:
+        if _libc.setns(home, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns back")
+        os.close(home)
+        os.close(target)
+
+
+def exchange(requests: list[tuple[bytes, bytes]], timeout: float = 60) -> list[bytes]:
+    """Inside the namespace (see inside()): open a connection per request, all at once,
+    send each line and stdin, then read every reply to EOF (a reset or timeout raises)."""
+    sockets = [socket.create_connection(("127.0.0.1", 4242), timeout=timeout) for _ in requests]
+    try:
+        for sock, (line, stdin) in zip(sockets, requests):
+            sock.sendall(line + stdin)
+            sock.shutdown(socket.SHUT_WR)
+        replies = []
+        for sock in sockets:
+            chunks = []
+            while data := sock.recv(1 << 16):
+                chunks.append(data)
+            replies.append(b"".join(chunks))
+        return replies
+    finally:
+        for sock in sockets:
+            sock.close()
