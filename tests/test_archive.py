@@ -163,6 +163,20 @@ def test_long_names_large_ids_and_nanoseconds(tmp_path):
     assert os.stat(tmp_path / "ns" / "nano").st_mtime_ns == 1365120303123456789
 
 
+def test_pax_size_overrides_the_header(tmp_path):
+    """Files over 8 GiB keep their size only in the PAX header; the ustar field says 0."""
+    info, data = member("big", data=b"hello")
+    info.pax_headers["size"] = "5"
+    raw = bytearray(tar_of((info, data), member("after", data=b"next")))
+    header = 1024                        # the PAX header and its record come first
+    raw[header + 124:header + 136] = b"0" * 11 + b"\0"
+    raw[header + 148:header + 156] = b" " * 8
+    raw[header + 148:header + 156] = b"%06o\0 " % sum(raw[header:header + 512])
+    untar_bytes(bytes(raw), str(tmp_path / "layer"))
+    assert (tmp_path / "layer" / "big").read_bytes() == b"hello"
+    assert (tmp_path / "layer" / "after").read_bytes() == b"next"
+
+
 def test_later_entries_replace_earlier_ones_without_following_them(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")
