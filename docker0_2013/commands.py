@@ -190,11 +190,9 @@ class Commands:
         flags = subcmd("images", "[OPTIONS] [NAME]", "List images")
         flags.bool("a", "show all images")
         flags.bool("q", "only show numeric IDs")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n <= 1)
         if names is None:
             return
-        if len(names) > 1:
-            return usage(stdout, flags)
         only = names[0] if names else ""
         tagged, untagged = await asyncio.to_thread(self.image_listing, flags["a"], only)
         if flags["q"]:                  # one line per tag, as in 2013
@@ -220,11 +218,9 @@ class Commands:
     async def CmdHistory(self, stdin, stdout, *args: str) -> None:
         """Spec 3.6: the image, then its ancestors; IDs stay short, as in 2013."""
         flags = subcmd("history", "[OPTIONS] IMAGE", "Show the history of an image")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n == 1)
         if names is None:
             return
-        if len(names) != 1:
-            return usage(stdout, flags)
         image = self.tags.lookup_image(names[0])
         lines = ["ID\tCREATED\tCREATED BY"]
         try:
@@ -238,11 +234,9 @@ class Commands:
         """Spec 3.23; `-f` changes nothing: tags are always moved (spec 6.8)."""
         flags = subcmd("tag", "[OPTIONS] IMAGE REPOSITORY [TAG]", "Tag an image into a repository")
         flags.bool("f", "Force")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n >= 2)
         if names is None:
             return
-        if len(names) < 2:
-            return usage(stdout, flags)
         await asyncio.to_thread(self.tags.set, names[1], names[2] if len(names) > 2 else "",
                                 names[0], flags["f"])
 
@@ -254,11 +248,9 @@ class Commands:
         a removed image are removed with it.
         """
         flags = subcmd("rmimage", "[OPTIONS] IMAGE", "Remove an image")
-        names = parse(stdout, flags, args)
+        names = parse(stdout, flags, args, accept=lambda n: n >= 1)
         if names is None:
             return
-        if not names:
-            return usage(stdout, flags)
         for name in names:
             try:
                 image_id = self.tags.lookup_image(name).id
@@ -542,11 +534,9 @@ class Commands:
     async def CmdLogin(self, stdin, stdout, *args: str) -> None:
         """Log in to Docker Hub, or to SERVER (spec 3.12; 2013 took no argument)."""
         flags = subcmd("login", "[SERVER]", "Register or Login to the docker registry server")
-        positional = parse(stdout, flags, args)
+        positional = parse(stdout, flags, args, accept=lambda n: n <= 1)
         if positional is None:
             return
-        if len(positional) > 1:
-            return usage(stdout, flags)
         await self.login_dialogue(stdin, stdout, registry.server_key(positional[0]) if positional else "")
 
     async def login_dialogue(self, stdin, stdout, server: str) -> None:
