@@ -13,11 +13,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from netns import PYTHON, REPO, Daemon, cgroup_mounts_script  # noqa: E402
 
-CLIENT = [PYTHON, "-m", "docker0_2013"]
+# The command users run (bin/docker0, as installed), on this checkout's package.
+CLIENT = [PYTHON, os.path.join(REPO, "bin", "docker0")]
+os.environ["PYTHONPATH"] = REPO
 
 
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
+
+
+def timed(command: list[str]) -> float:
+    """Seconds a command takes, start to exit (it must succeed)."""
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+    return time.perf_counter() - started
 
 
 def base_image() -> bytes:

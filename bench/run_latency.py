@@ -2,91 +2,77 @@
 
 The bench starts a daemon in a private network namespace with lxcbr0, then
 re-runs itself inside that namespace (with the host's cgroups visible, as the
-daemon sees them), so both commands are timed as direct child processes:
+daemon sees them), so every command is timed as a direct child process:
 
-- docker0: the real client, `python -m docker0_2013 run base /bin/true`
-  (client start, protocol, container record, overlay mount, sysinit, teardown);
+- docker0: the real client, `docker0 run base /bin/true` (client start,
+  protocol, container record, overlay mount, sysinit, teardown, client exit);
 - baseline: `lxc-execute` of the same image layer, through an overlayfs mount,
   with a veth on the same bridge and an address: the same network setup.
 
-Each is run RUNS times after a warm-up; the medians and their ratio are printed.
+Each is run RUNS times after a warm-up, in ABBA order (docker0, lxc-execute,
+lxc-execute, docker0, ...): a container leaves the kernel work to finish after
+it exits (its network namespace, RCU callbacks), and this way each command
+follows itself as often as the other. The medians and their ratio are printed.
+Two more medians show where docker0's time goes: the same run sent over the
+raw protocol (the daemon and the container, no client process) and `docker0
+version` (the client's start-up and round trip).
 
     /opt/docker0/bin/python bench/run_latency.py [RUNS]
 """
 from __future__ import annotations
 
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from netns import PYTHON, REPO, Daemon, cgroup_mounts_script  # noqa: E402
+from common import CLIENT, Baseline, daemon_with_base, median_ms, reexec_inside, timed
+from helpers import exchange
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
 
 
-def timed(command: list[str]) -> float:
+def inner(layer: str) -> None:
+    """Inside the namespace: time both commands in ABBA order, so that neither
+    always runs right after the other (each leaves the kernel some work)."""
+    baseline = Baseline(layer)
+    try:
+        docker0 = lambda: timed([*CLIENT, "run", "base", "/bin/true"])    # noqa: E731
+        lxc = lambda: timed(baseline.command(0, "/bin/true"))              # noqa: E731
+        docker0(), lxc()                                 # warm caches
+        ours, theirs = [], []
+        for round in range(RUNS):
+            pair = [(docker0, ours), (lxc, theirs)]
+            for run, times in pair if round % 2 == 0 else reversed(pair):
+                times.append(run())
+        raw = [timed_raw(b'["run","base","/bin/true"]\n') for _ in range(RUNS)]
+        client = [timed([*CLIENT, "version"]) for _ in range(RUNS)]
+        a, b = median_ms(ours), median_ms(theirs)
+        print(f"of which the daemon and the container (raw protocol, no client): {median_ms(raw):.1f} ms; "
+              f"the client's own start-up and round trip (`docker0 version`): {median_ms(client):.1f} ms",
+              flush=True)
+        print(f"run latency: docker0 run {a:.1f} ms, lxc-execute {b:.1f} ms "
+              f"(median of {RUNS}); ratio {a / b:.2f} (target <= 1.5)", flush=True)
+    finally:
+        baseline.close()
+
+
+def timed_raw(line: bytes) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+    exchange([(line, b"")])
     return time.perf_counter() - started
 
 
-def baseline_config(rootfs: str) -> str:
-    return "\n".join([
-        "lxc.uts.name = bench", "lxc.net.0.type = veth", "lxc.net.0.flags = up",
-        "lxc.net.0.link = lxcbr0", "lxc.net.0.name = eth0", "lxc.net.0.mtu = 1500",
-        "lxc.net.0.ipv4.address = 10.0.3.250/24", f"lxc.rootfs.path = {rootfs}",
-        "lxc.autodev = 1", "lxc.console.path = none",
-        "lxc.mount.entry = proc proc proc nosuid,nodev,noexec,create=dir 0 0", ""])
-
-
-def inner(layer: str) -> None:
-    """Inside the namespace: time both commands."""
-    work = tempfile.mkdtemp(prefix="bench-run-")
-    rootfs = os.path.join(work, "rootfs")
-    try:
-        for d in ("upper", "work", "rootfs", "lxc/bench"):
-            os.makedirs(os.path.join(work, d))
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir={layer},upperdir={work}/upper,workdir={work}/work", rootfs], check=True)
-        config = os.path.join(work, "lxc", "bench", "config")
-        with open(config, "w") as f:
-            f.write(baseline_config(rootfs))
-        docker0 = [PYTHON, "-m", "docker0_2013", "run", "base", "/bin/true"]
-        lxc = ["lxc-execute", "-n", "bench", "-P", os.path.join(work, "lxc"), "-f", config, "--", "/bin/true"]
-        timed(docker0), timed(lxc)                      # warm caches
-        ours = [timed(docker0) for _ in range(RUNS)]
-        theirs = [timed(lxc) for _ in range(RUNS)]
-        client = statistics.median(timed([PYTHON, "-m", "docker0_2013", "version"]) for _ in range(RUNS))
-        a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"of which the client's own round trip (`docker0 version`): {client * 1000:.1f} ms", flush=True)
-        print(f"run latency: docker0 run {a * 1000:.1f} ms, lxc-execute {b * 1000:.1f} ms "
-              f"(median of {RUNS}); ratio {a / b:.2f} (target <= 1.5)", flush=True)
-    finally:
-        subprocess.run(["umount", rootfs], capture_output=True)
-        subprocess.run(["rm", "-rf", work])
-
-
 def main() -> None:
-    base = subprocess.run([os.path.join(REPO, "contrib", "mkimage-busybox")], check=True,
-                          capture_output=True).stdout
-    daemon = Daemon()
+    daemon, layer = daemon_with_base()
     try:
-        image = daemon.call("import", "-", "base", stdin=base).strip()
-        full = [i for i in os.listdir(os.path.join(daemon.root, "graph")) if i.startswith(image)][0]
-        layer = os.path.join(daemon.root, "graph", full, "layer")
-        subprocess.run(["ip", "netns", "exec", daemon.netns.name, "sh", "-c", cgroup_mounts_script(),
-                        "sh", PYTHON, os.path.abspath(__file__), str(RUNS), "--inner", layer], check=True)
+        reexec_inside(daemon, __file__, str(RUNS), layer)
     finally:
         daemon.destroy()
 
 
 if __name__ == "__main__":
     if "--inner" in sys.argv:
-        inner(sys.argv[sys.argv.index("--inner") + 1])
+        runs, layer = sys.argv[sys.argv.index("--inner") + 1:]
+        RUNS = int(runs)
+        inner(layer)
     else:
         main()

@@ -138,8 +138,10 @@ class Container:
         with open(os.path.join(root, "config.json"), "rb") as f:
             return cls.from_dict(json.loads(f.read()), root=root, **parts)
 
-    def to_disk(self) -> None:
-        atomic_write(self.path("config.json"), json_compact(self.to_dict()), 0o600)
+    def to_disk(self, state: State | None = None) -> None:
+        """Save config.json; with `state`, as the record will be once it is in effect."""
+        record = self.to_dict() | ({"State": asdict(state)} if state else {})
+        atomic_write(self.path("config.json"), json_compact(record), 0o600)
 
     def path(self, *names: str) -> str:
         return os.path.join(self.root, *names)
@@ -165,23 +167,39 @@ class Container:
         async with self.lock:
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
-            await asyncio.to_thread(self.prepare)
-            try:
-                process, go = self.spawn()
-            except BaseException:
-                await asyncio.to_thread(self.release)
-                raise
+            process, go, running, unsaved = await asyncio.to_thread(self.launch)
             self.killed = False
-            self.State = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
+            self.State = running
             self.stopped.clear()
             self.started.set()
-            # The monitor also cleans up if the record cannot be saved: then the wrapper exits.
+            # Unsaved, the wrapper exits without starting anything, and the monitor cleans up.
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
-            try:
-                await asyncio.to_thread(self.to_disk)      # its fsyncs would stall the loop
+            if self.pty_master is not None:
+                self.tty_task = asyncio.create_task(self.copy_tty_output())
+            if not unsaved:
                 os.write(go, b"go\n")        # recorded as running: now the wrapper may start it
-            finally:
-                os.close(go)
+            os.close(go)
+            if unsaved:
+                raise unsaved
+
+    def launch(self) -> tuple[subprocess.Popen, int, State, OSError | None]:
+        """Prepare, spawn the waiting wrapper, save the record as running; any save error is returned.
+
+        Blocking work (a mount, fsyncs), so it runs in a worker thread: in one,
+        since every hop between threads adds to the start.
+        """
+        self.prepare()
+        try:
+            process, go = self.spawn()
+        except BaseException:
+            self.release()
+            raise
+        running = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
+        try:
+            self.to_disk(running)
+        except OSError as e:
+            return process, go, running, e
+        return process, go, running, None
 
     def prepare(self) -> None:
         """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
@@ -223,7 +241,7 @@ class Container:
         if os.path.exists(exit_file):
             os.unlink(exit_file)
         stderr = "exec 2>&1" if self.Config.Tty else 'exec 2>>"$1"'
-        script = f'read -r go <&2 || exit; {stderr}; shift; "$@"; echo $? > "$0.tmp"; mv "$0.tmp" "$0"'
+        script = f'read -r go <&2 || exit; {stderr}; shift; "$@"; echo $? > "$0"'
         wrapper = ["sh", "-c", script, exit_file, self.log_path("stderr"), *command]
         stdin_read = None
         logs = [os.open(self.log_path(s), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -252,8 +270,6 @@ class Container:
         finally:
             for fd in {*logs, out, stdin_read, wait_read} - {None}:
                 os.close(fd)
-        if self.pty_master is not None:
-            self.tty_task = asyncio.create_task(self.copy_tty_output())
         return process, go
 
     async def copy_tty_output(self) -> None:
@@ -289,7 +305,7 @@ class Container:
         """Wait for the wrapper to end, then release everything (spec 5.8)."""
         await wait_for_pid(pid)
         if process is not None:
-            await asyncio.to_thread(process.wait)
+            process.wait()                   # it has ended: this only reaps it
         if self.tty_task is not None:
             await self.tty_task
             self.tty_task = None
@@ -393,19 +409,23 @@ class Container:
         attach ends when its next run does.
         """
         offsets = offsets or self.log_offsets()
-        jobs = []
+        outputs = []
         if attach_stdout:
-            jobs.append(asyncio.create_task(self.follow(self.log_path("stdout"), offsets[0], stdout)))
+            outputs.append(asyncio.create_task(self.follow(self.log_path("stdout"), offsets[0], stdout)))
         if attach_stderr:
-            jobs.append(asyncio.create_task(self.follow(self.log_path("stderr"), offsets[1], stdout)))
+            outputs.append(asyncio.create_task(self.follow(self.log_path("stderr"), offsets[1], stdout)))
+        jobs = list(outputs)
         if attach_stdin and self.Config.OpenStdin:
             jobs.append(asyncio.create_task(self.feed_stdin(stdin)))
         try:
             for job in asyncio.as_completed(jobs):
-                await job
+                await job                     # the first error ends the attach (spec 5.7)
+                if outputs and all(output.done() for output in outputs):
+                    return                    # the run is over: so is reading its input
         finally:
             for job in jobs:
                 job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
 
     async def follow(self, path: str, offset: int, out) -> None:
         """`tail -f` of one log file from `offset`, until the container's run ends."""

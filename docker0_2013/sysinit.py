@@ -16,9 +16,9 @@ Changed since 2013:
 - supplementary groups are cleared when switching user, so `-u daemon` does not
   keep root's groups.
 """
+import _socket      # not `socket`: its enums take 5 ms to set up, and every run waits for them
 import ctypes
 import os
-import socket
 import struct
 import sys
 
@@ -52,15 +52,18 @@ def add_default_route(gateway: str) -> None:
     """`ip route add default via GATEWAY`, as one RTM_NEWROUTE netlink message."""
     RTM_NEWROUTE, NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 24, 1, 4, 0x200, 0x400
     RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, RTA_GATEWAY = 254, 3, 0, 1, 5
-    rtmsg = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+    rtmsg = struct.pack("BBBBBBBBI", _socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
                         RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-    attr = struct.pack("HH", 8, RTA_GATEWAY) + socket.inet_aton(gateway)
+    attr = struct.pack("HH", 8, RTA_GATEWAY) + _socket.inet_aton(gateway)
     body = rtmsg + attr
     header = struct.pack("IHHII", 16 + len(body), RTM_NEWROUTE,
                          NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, 1, 0)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+    nl = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
+    try:
         nl.sendall(header + body)
         reply = nl.recv(4096)
+    finally:
+        nl.close()
     error = struct.unpack("i", reply[16:20])[0]
     if error:
         raise OSError(-error, os.strerror(-error))

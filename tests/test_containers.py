@@ -6,13 +6,18 @@ import glob
 import io
 import json
 import os
+import pty
 import re
+import select
+import subprocess
 import tarfile
+import termios
 import time
 
 import pytest
 
 from helpers import NOTHING, base_tar, d, leftovers, run_detached, daemon_fds  # noqa: F401 (fixtures)
+from netns import PYTHON, REPO
 
 
 def test_run_echo_and_exit_codes(d):
@@ -250,6 +255,39 @@ def test_real_client(d):
     assert out.stdout == b"piped\n"
     out = d.client("run", "base")
     assert out.returncode == 0 and out.stdout == b"Error: Command not specified\n"
+
+
+def test_real_client_on_a_terminal(d):
+    """`docker0 run -i -t base sh` typed at a terminal: raw mode while it runs, restored after."""
+    master, terminal = pty.openpty()
+    cooked = termios.tcgetattr(terminal)
+    client = subprocess.Popen(["ip", "netns", "exec", d.netns.name, PYTHON, "-m", "docker0_2013",
+                               "run", "-i", "-t", "base", "sh"], cwd=REPO, start_new_session=True,
+                              stdin=terminal, stdout=terminal, stderr=terminal)
+    try:
+        read_until(master, b"/ # ")                                     # busybox sh's prompt
+        assert not termios.tcgetattr(terminal)[3] & termios.ECHO        # the client's raw mode
+        os.write(master, b"echo hi-$((40+2))\n")
+        assert b"hi-42\r\r\n" in read_until(master, b"hi-42\r")    # \n -> \r\n in both ptys
+        os.write(master, b"exit 3\n")             # the terminal stays open: the run's end ends it
+        assert client.wait(30) == 0
+        assert termios.tcgetattr(terminal) == cooked
+    finally:
+        if client.poll() is None:
+            client.kill()
+        os.close(master)
+        os.close(terminal)
+    cid = d.call("ps", "-a", "-q").split()[0]
+    assert d.call("wait", cid) == "3\n"
+
+
+def read_until(fd: int, wanted: bytes, timeout: float = 30) -> bytes:
+    """What a terminal's master side reads until `wanted` appears (or the time is up)."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while wanted not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            seen += os.read(fd, 4096)
+    return seen
 
 
 def test_260_run_rm_cycles_leave_nothing(d):

@@ -152,6 +152,17 @@ def test_layers_up_to_the_overlay_limit(graph, tmp_path):
     assert not is_mounted(str(tmp_path / "deeper" / "rootfs"))
 
 
+def test_paths_that_overlayfs_would_split_go_through_links(tmp_path):
+    """A root with `,` or `:` in its path cannot be written into the mount options as is."""
+    graph = Graph(str(tmp_path / "a,b:c" / "graph"))
+    image = add_layer(graph, tar_of(member("bottom", data=b"first layer")))
+    try:
+        root = mount(graph, image, str(tmp_path / "a,b:c" / "c"))
+        assert open(os.path.join(root, "bottom")).read() == "first layer"
+    finally:
+        unmount_rootfs(str(tmp_path / "a,b:c" / "c" / "rootfs"))
+
+
 def test_mount_errors(graph, tmp_path):
     image = add_layer(graph, LAYER1)
     root = mount(graph, image, str(tmp_path / "c"))
