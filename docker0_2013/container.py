@@ -109,7 +109,12 @@ class Container:
         self.lock = asyncio.Lock()
         self.stopped = asyncio.Event()       # set while not running
         self.started = asyncio.Event()       # set while running
-        (self.started if self.State.Running else self.stopped).set()
+        self.exited = asyncio.Event()        # set once the run's process has ended: its output is all there
+        if self.State.Running:
+            self.started.set()
+        else:
+            self.stopped.set()
+            self.exited.set()
         self.iface: NetworkInterface | None = None
         self.stdin_fd: int | None = None     # write end of the process's stdin (-i)
         self.pty_master: int | None = None
@@ -171,6 +176,7 @@ class Container:
             self.killed = False
             self.State = running
             self.stopped.clear()
+            self.exited.clear()
             self.started.set()
             # Unsaved, the wrapper exits without starting anything, and the monitor cleans up.
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
@@ -313,6 +319,7 @@ class Container:
         if self.stdin_fd is not None:
             os.close(self.stdin_fd)
             self.stdin_fd = None
+        self.exited.set()          # attached clients read the logs to their end and go (2013: close writers)
         await asyncio.to_thread(self.release)
         self.State = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
         if os.path.isdir(self.root):
@@ -379,7 +386,10 @@ class Container:
         # A namespace's PID 1 gets only the signals it catches: wait for LXC's
         # init to be there and to handle SIGTERM, or the signal is lost.
         while not (catches(self.init_pid(), signal.SIGTERM) and self.signal_init(signal.SIGTERM)):
-            if self.stopped.is_set() or asyncio.get_running_loop().time() > deadline:
+            if self.exited.is_set():           # it ended by itself: only the release is left
+                await self.stopped.wait()
+                return
+            if asyncio.get_running_loop().time() > deadline:
                 log.info("Failed to send SIGTERM to the process, force killing")
                 return await self.kill()
             await asyncio.sleep(0.01)
@@ -436,7 +446,7 @@ class Container:
         with open(path, "rb") as f:
             f.seek(offset)
             while True:
-                ended = self.stopped.is_set()    # read once more after the end
+                ended = self.exited.is_set()     # read once more after the end
                 data = f.read(1 << 18)
                 if data:
                     out.write(data)
@@ -446,7 +456,7 @@ class Container:
                 if ended:
                     return
                 try:
-                    await asyncio.wait_for(self.stopped.wait(), delay)
+                    await asyncio.wait_for(self.exited.wait(), delay)
                 except asyncio.TimeoutError:
                     delay = min(delay * 2, 0.05)
 
@@ -463,7 +473,7 @@ class Container:
                 return
         if self.Config.StdinOnce:
             self.close_stdin()
-            await self.stopped.wait()
+            await self.exited.wait()
         else:
             raise BrokenPipeError("io: read/write on closed pipe")
 
