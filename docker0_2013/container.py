@@ -219,7 +219,10 @@ class Container:
             config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
                                     bridge=self.network.bridge, iface=iface, env=env,
                                     memory=self.Config.Memory, memory_swap=self.Config.MemorySwap)
-            atomic_write(self.path("config.lxc"), config, 0o600)
+            # Written anew before every start and read by nothing after a crash: no fsync.
+            fd = os.open(self.path("config.lxc"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(config)
         except BaseException:
             iface.release()
             layers.unmount_rootfs(self.rootfs)

@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 
 from docker0_2013.auth import AuthConfig, decode_auth, encode_auth, load_config, save_config
+from docker0_2013.cli import request_line
 from docker0_2013.flag import FlagError, FlagSet, parse_go_int
 from docker0_2013.server import parse_command_line
 from docker0_2013.utils import (TruncIndex, format_time, human_duration, json_compact,
@@ -87,6 +88,14 @@ def test_go_time_and_json():
     assert parse_time("2013-04-04T23:10:11.123456789-07:00").microsecond == 123456
     assert json_compact({"a": "<&>", "b": None}) == '{"a":"\\u003c\\u0026\\u003e","b":null}'
     assert json_pretty({"a": [], "b": {}}) == '{\n    "a": [],\n    "b": {}\n}'
+
+
+def test_client_request_line_is_go_json():
+    args = ["run", "<a&b>", "x\ny\r", 'q"\\', "\t", "é", ""]
+    line = request_line(args)
+    assert line == b'["run","\\u003ca\\u0026b\\u003e","x\\ny\\r","q\\"\\\\","\\u0009","\xc3\xa9",""]\n'
+    assert parse_command_line(line) == args
+    assert request_line([]) == b"[]\n"
 
 
 def test_command_line_forms():
