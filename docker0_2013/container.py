@@ -323,12 +323,13 @@ class Container:
             os.close(self.stdin_fd)
             self.stdin_fd = None
         self.exited.set()          # attached clients read the logs to their end and go (2013: close writers)
-        await asyncio.to_thread(self.release)
-        self.State = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
-        if os.path.isdir(self.root):
-            self.to_disk()
-        self.started.clear()
-        self.stopped.set()
+        async with self.lock:      # not under an export's feet, and before the next start
+            await asyncio.to_thread(self.release)
+            self.State = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
+            if os.path.isdir(self.root):
+                self.to_disk()
+            self.started.clear()
+            self.stopped.set()
 
     def release(self) -> None:
         """Give back the IP, ports and iptables rules, and unmount the root."""

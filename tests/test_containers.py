@@ -257,6 +257,19 @@ def test_real_client(d):
     assert out.returncode == 0 and out.stdout == b"Error: Command not specified\n"
 
 
+def test_start_and_export_right_after_a_run_ends(d):
+    """Attached clients are answered before the run's root is unmounted: a start or an
+    export sent at once waits for that release (here made longer by a port's iptables rule)
+    instead of failing or losing the root."""
+    cid = run_detached(d, "-p", "80", "base", "sh", "-c", "sleep 0.3; echo done")
+    for _ in range(3):
+        assert d.call("attach", cid) == "done\n"
+        names = tarfile.open(fileobj=io.BytesIO(d.raw(json.dumps(["export", cid]).encode() + b"\n"))).getnames()
+        assert "./bin/busybox" in names
+        assert d.call("start", cid) == cid + "\n"
+    assert d.call("wait", cid) == "0\n"
+
+
 def test_real_client_on_a_terminal(d):
     """`docker0 run -i -t base sh` typed at a terminal: raw mode while it runs, restored after."""
     master, terminal = pty.openpty()
