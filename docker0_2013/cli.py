@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         sys.exit(run_daemon(flags["g"], flags["b"], address))
     status = run_client(address, args)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:         # None: started with that fd closed
+            stream.flush()
     os._exit(status)       # the reply is out: the interpreter's own teardown would add 2 ms
 
 
@@ -151,9 +152,13 @@ JSON_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("\
 
 
 def request_line(args: list[str]) -> bytes:
-    """The request: the arguments as one JSON array of strings, then a newline."""
-    words = ",".join(f'"{arg.translate(JSON_ESCAPES)}"' for arg in args)
-    return f"[{words}]\n".encode("utf-8", "surrogateescape")   # bad UTF-8: the daemon says so
+    """The request: the arguments as one JSON array of strings, then a newline.
+
+    Bytes that are not UTF-8 become U+FFFD, as Go's encoder made them.
+    """
+    words = ",".join(f'"{os.fsencode(arg).decode(errors="replace").translate(JSON_ESCAPES)}"'
+                     for arg in args)
+    return f"[{words}]\n".encode()
 
 
 def connect(host: str, port: int):
@@ -216,6 +221,11 @@ def send_stdin(sock) -> None:
 
 def run_client(address: tuple[str, int], args: list[str]) -> int:
     host, port = address
+    for fd in (0, 1, 2):        # started with one closed? /dev/null, or the socket would take it
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)
     try:
         sock = connect(host, port)
         sock.sendall(request_line(args))

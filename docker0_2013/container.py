@@ -106,15 +106,12 @@ class Container:
     network: "NetworkManager | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        # Held by start, export and the release after a run: never hold it while
+        # waiting for the container to stop (the release needs it to finish).
         self.lock = asyncio.Lock()
         self.stopped = asyncio.Event()       # set while not running
         self.started = asyncio.Event()       # set while running
-        self.exited = asyncio.Event()        # set once the run's process has ended: its output is all there
-        if self.State.Running:
-            self.started.set()
-        else:
-            self.stopped.set()
-            self.exited.set()
+        (self.started if self.State.Running else self.stopped).set()
         self.iface: NetworkInterface | None = None
         self.stdin_fd: int | None = None     # write end of the process's stdin (-i)
         self.pty_master: int | None = None
@@ -172,27 +169,25 @@ class Container:
         async with self.lock:
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
-            process, go, running, unsaved = await asyncio.to_thread(self.launch)
+            process, go, running = await asyncio.to_thread(self.launch)
             self.killed = False
             self.State = running
             self.stopped.clear()
-            self.exited.clear()
             self.started.set()
-            # Unsaved, the wrapper exits without starting anything, and the monitor cleans up.
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
             if self.pty_master is not None:
                 self.tty_task = asyncio.create_task(self.copy_tty_output())
-            if not unsaved:
+            try:
                 os.write(go, b"go\n")        # recorded as running: now the wrapper may start it
-            os.close(go)
-            if unsaved:
-                raise unsaved
+            finally:
+                os.close(go)
 
-    def launch(self) -> tuple[subprocess.Popen, int, State, OSError | None]:
-        """Prepare, spawn the waiting wrapper, save the record as running; any save error is returned.
+    def launch(self) -> tuple[subprocess.Popen, int, State]:
+        """Prepare, spawn the waiting wrapper, save the record as running.
 
         Blocking work (a mount, fsyncs), so it runs in a worker thread: in one,
-        since every hop between threads adds to the start.
+        since every hop between threads adds to the start. If the record cannot
+        be saved, the wrapper is let go without starting anything.
         """
         self.prepare()
         try:
@@ -203,16 +198,21 @@ class Container:
         running = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
         try:
             self.to_disk(running)
-        except OSError as e:
-            return process, go, running, e
-        return process, go, running, None
+        except BaseException:
+            os.close(go)                     # the wrapper reads EOF and exits
+            process.wait()
+            self.drop_streams()
+            self.release()
+            raise
+        return process, go, running
 
     def prepare(self) -> None:
         """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
         if not layers.is_mounted(self.rootfs):
             layers.mount_rootfs(self.graph, self.Image, self.rw, self.path("rw-work"), self.rootfs)
-        iface = self.network.allocate()
+        iface = None
         try:
+            iface = self.network.allocate()
             for spec in self.Config.PortSpecs or []:
                 iface.allocate_port(spec)
             env = lxc.environment(self.Config.Env, self.Config.Tty)
@@ -221,10 +221,11 @@ class Container:
                                     memory=self.Config.Memory, memory_swap=self.Config.MemorySwap)
             # Written anew before every start and read by nothing after a crash: no fsync.
             fd = os.open(self.path("config.lxc"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(config)
         except BaseException:
-            iface.release()
+            if iface is not None:
+                iface.release()
             layers.unmount_rootfs(self.rootfs)
             raise
         self.attach_network(iface)
@@ -271,10 +272,7 @@ class Container:
                 env={"PATH": lxc.DEFAULT_PATH})
         except BaseException:
             os.close(go)
-            self.close_stdin()
-            if self.pty_master is not None:
-                os.close(self.pty_master)
-                self.pty_master = None
+            self.drop_streams()
             raise
         finally:
             for fd in {*logs, out, stdin_read, wait_read} - {None}:
@@ -322,14 +320,25 @@ class Container:
         if self.stdin_fd is not None:
             os.close(self.stdin_fd)
             self.stdin_fd = None
-        self.exited.set()          # attached clients read the logs to their end and go (2013: close writers)
-        async with self.lock:      # not under an export's feet, and before the next start
-            await asyncio.to_thread(self.release)
-            self.State = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
-            if os.path.isdir(self.root):
-                self.to_disk()
-            self.started.clear()
-            self.stopped.set()
+        ended = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
+        async with self.lock:      # not under an export's feet, and before the next start or rm
+            try:
+                await asyncio.to_thread(self.finish, ended)
+            finally:
+                self.State = ended
+                self.started.clear()
+                self.stopped.set()
+
+    def finish(self, ended: State) -> None:
+        """Release everything, then save the record as stopped (blocking; in a thread)."""
+        try:
+            self.release()
+        finally:
+            try:
+                if os.path.isdir(self.root):       # not when a concurrent rm took it
+                    self.to_disk(ended)
+            except OSError as e:                   # spec 5.8 step 9: ignored
+                log.info("%s: Failed to save the container: %s", self.Id, e)
 
     def release(self) -> None:
         """Give back the IP, ports and iptables rules, and unmount the root."""
@@ -390,8 +399,7 @@ class Container:
         # A namespace's PID 1 gets only the signals it catches: wait for LXC's
         # init to be there and to handle SIGTERM, or the signal is lost.
         while not (catches(self.init_pid(), signal.SIGTERM) and self.signal_init(signal.SIGTERM)):
-            if self.exited.is_set():           # it ended by itself: only the release is left
-                await self.stopped.wait()
+            if self.stopped.is_set():          # it ended by itself meanwhile
                 return
             if asyncio.get_running_loop().time() > deadline:
                 log.info("Failed to send SIGTERM to the process, force killing")
@@ -450,7 +458,7 @@ class Container:
         with open(path, "rb") as f:
             f.seek(offset)
             while True:
-                ended = self.exited.is_set()     # read once more after the end
+                ended = self.stopped.is_set()    # read once more after the end
                 data = f.read(1 << 18)
                 if data:
                     out.write(data)
@@ -460,7 +468,7 @@ class Container:
                 if ended:
                     return
                 try:
-                    await asyncio.wait_for(self.exited.wait(), delay)
+                    await asyncio.wait_for(self.stopped.wait(), delay)
                 except asyncio.TimeoutError:
                     delay = min(delay * 2, 0.05)
 
@@ -477,7 +485,7 @@ class Container:
                 return
         if self.Config.StdinOnce:
             self.close_stdin()
-            await self.exited.wait()
+            await self.stopped.wait()
         else:
             raise BrokenPipeError("io: read/write on closed pipe")
 
@@ -487,6 +495,13 @@ class Container:
         elif self.stdin_fd is not None:
             os.close(self.stdin_fd)
             self.stdin_fd = None
+
+    def drop_streams(self) -> None:
+        """Close the daemon's ends of the process's stdin and pty (a start that failed)."""
+        for fd in (self.stdin_fd, self.pty_master):
+            if fd is not None:
+                os.close(fd)
+        self.stdin_fd = self.pty_master = None
 
 
 # -- Process helpers ---------------------------------------------------------------------

@@ -279,30 +279,34 @@ def mount_rootfs(graph: Graph, image_id: str, rw: str, work: str, target: str) -
         raise RuntimeError(f"{target} is already mounted")
     for directory in (rw, work, target):
         os.makedirs(directory, 0o755, exist_ok=True)
-    lowers = [graph.mount_layer(image.id) for image in chain]
+    lowers = [os.path.abspath(graph.mount_layer(image.id)) for image in chain]
     rw, work, target = os.path.abspath(rw), os.path.abspath(work), os.path.abspath(target)
     options = overlay_options(lowers, rw, work)
     plain = not any(c in path for path in (*lowers, rw, work) for c in ",:\\")
-    if plain and len(options) < os.sysconf("SC_PAGE_SIZE"):
-        error = mount_overlay(options, target)
-    else:
-        error = mount_through_links(graph.tmp, lowers, rw, work, target)
-    if error:
-        raise RuntimeError(f"Unable to mount {target}: {os.strerror(error)}")
+    try:
+        if plain and len(options) < os.sysconf("SC_PAGE_SIZE"):
+            mount_overlay(options, target)
+        else:
+            mount_through_links(graph.tmp, lowers, rw, work, target)
+    except OSError as e:
+        raise RuntimeError(f"Unable to mount {target}: {e.strerror}") from None
 
 
-def overlay_options(lowers: list[str], upper: str, work: str) -> str:
+def overlay_options(lowers: list[str], upper: str, work: str) -> bytes:
+    """overlayfs's options, for the kernel (which reads one page of them)."""
     # No redirects or metacopy: a commit must find whole files and directories in rw.
-    return f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off"
+    return os.fsencode(f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},"
+                       "redirect_dir=off,metacopy=off")
 
 
-def mount_overlay(options: str, target: str) -> int:
-    """mount(2) of an overlayfs; 0 or the errno."""
-    failed = _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode())
-    return ctypes.get_errno() if failed else 0
+def mount_overlay(options: bytes, target: str) -> None:
+    """mount(2) of an overlayfs."""
+    if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
 
 
-def mount_through_links(scratch: str, lowers: list[str], rw: str, work: str, target: str) -> int:
+def mount_through_links(scratch: str, lowers: list[str], rw: str, work: str, target: str) -> None:
     """The same mount, each directory named by a short symlink in a scratch directory.
 
     For more layers than one page of options holds (or paths with `,` `:`
@@ -311,15 +315,17 @@ def mount_through_links(scratch: str, lowers: list[str], rw: str, work: str, tar
     so a thread of its own unshares it first (CLONE_FS) and goes there.
     """
     links = tempfile.mkdtemp(prefix="mount-", dir=scratch)
-    result = []
+    failed: list[OSError] = []
 
     def mount_from_links() -> None:
-        if _libc.unshare(CLONE_FS) != 0:
-            result.append(ctypes.get_errno())
-            return
-        os.chdir(links)
-        result.append(mount_overlay(overlay_options([str(i) for i in range(len(lowers))], "upper", "work"),
-                                    target))
+        try:
+            if _libc.unshare(CLONE_FS) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error))
+            os.chdir(links)
+            mount_overlay(overlay_options([str(i) for i in range(len(lowers))], "upper", "work"), target)
+        except OSError as e:
+            failed.append(e)
     try:
         for i, lower in enumerate(lowers):
             os.symlink(lower, os.path.join(links, str(i)))
@@ -330,7 +336,8 @@ def mount_through_links(scratch: str, lowers: list[str], rw: str, work: str, tar
         thread.join()
     finally:
         shutil.rmtree(links, ignore_errors=True)
-    return result[0]
+    if failed:
+        raise failed[0]
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -120,7 +120,6 @@ class Runtime(Commands):
         container.NetworkSettings = NetworkSettings()
         container.started.clear()
         container.stopped.set()
-        container.exited.set()
         container.to_disk()
 
     def register(self, container: Container) -> None:
@@ -165,23 +164,24 @@ class Runtime(Commands):
 
     async def destroy(self, container: Container) -> None:
         """Stop, unmount and delete a container (spec 4.5)."""
-        if container.Id not in self.containers:
-            raise LookupError(f"Container {container.Id} not found - maybe it was already destroyed?")
         await container.stop()
-        if layers.is_mounted(container.rootfs):
+        async with container.lock:          # after the release that saves its last record
+            if container.Id not in self.containers:     # another rm was first
+                raise LookupError(f"Container {container.Id} not found - maybe it was already destroyed?")
+            if layers.is_mounted(container.rootfs):
+                try:
+                    layers.unmount_rootfs(container.rootfs)
+                except OSError as e:
+                    raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
+            del self.containers[container.Id]
+            self.container_index.delete(container.Id)
+            # Renamed away first: a crash during the rmtree leaves no half-deleted container.
+            garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
             try:
-                layers.unmount_rootfs(container.rootfs)
+                os.rename(container.root, garbage)
+                shutil.rmtree(garbage)
             except OSError as e:
-                raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
-        del self.containers[container.Id]
-        self.container_index.delete(container.Id)
-        # Renamed away first: a crash during the rmtree leaves no half-deleted container.
-        garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
-        try:
-            os.rename(container.root, garbage)
-            shutil.rmtree(garbage)
-        except OSError as e:
-            raise RuntimeError(f"Unable to remove filesystem for {container.Id}: {e}") from None
+                raise RuntimeError(f"Unable to remove filesystem for {container.Id}: {e}") from None
 
     def commit(self, container: Container, repository: str = "", tag: str = "",
                comment: str = "") -> Image:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 
@@ -96,6 +97,7 @@ def test_client_request_line_is_go_json():
     assert line == b'["run","\\u003ca\\u0026b\\u003e","x\\ny\\r","q\\"\\\\","\\u0009","\xc3\xa9",""]\n'
     assert parse_command_line(line) == args
     assert request_line([]) == b"[]\n"
+    assert request_line([os.fsdecode(b"a\xffb")]) == '["a\ufffdb"]\n'.encode()
 
 
 def test_command_line_forms():
