@@ -111,7 +111,12 @@ class Container:
         self.lock = asyncio.Lock()
         self.stopped = asyncio.Event()       # set while not running
         self.started = asyncio.Event()       # set while running
-        (self.started if self.State.Running else self.stopped).set()
+        self.exited = asyncio.Event()        # set from the run's end: its output is complete
+        if self.State.Running:
+            self.started.set()
+        else:
+            self.stopped.set()
+            self.exited.set()
         self.iface: NetworkInterface | None = None
         self.stdin_fd: int | None = None     # write end of the process's stdin (-i)
         self.pty_master: int | None = None
@@ -173,6 +178,7 @@ class Container:
             self.killed = False
             self.State = running
             self.stopped.clear()
+            self.exited.clear()
             self.started.set()
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
             if self.pty_master is not None:
@@ -323,16 +329,20 @@ class Container:
         ended = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
         async with self.lock:      # not under an export's feet, and before the next start or rm
             try:
-                await asyncio.to_thread(self.finish, ended)
+                await asyncio.to_thread(self.release_network)
             finally:
                 self.State = ended
                 self.started.clear()
+                self.exited.set()  # attached clients read the logs to their end and go (2013: close writers)
+            try:
+                await asyncio.to_thread(self.finish, ended)      # meanwhile they are answered
+            finally:
                 self.stopped.set()
 
     def finish(self, ended: State) -> None:
-        """Release everything, then save the record as stopped (blocking; in a thread)."""
+        """Unmount the root, then save the record as stopped (blocking; in a thread)."""
         try:
-            self.release()
+            self.unmount()
         finally:
             try:
                 if os.path.isdir(self.root):       # not when a concurrent rm took it
@@ -342,10 +352,16 @@ class Container:
 
     def release(self) -> None:
         """Give back the IP, ports and iptables rules, and unmount the root."""
+        self.release_network()
+        self.unmount()
+
+    def release_network(self) -> None:
         if self.iface is not None:
             self.iface.release()
             self.iface = None
         self.NetworkSettings = NetworkSettings()
+
+    def unmount(self) -> None:
         if layers.is_mounted(self.rootfs):
             try:
                 layers.unmount_rootfs(self.rootfs)
@@ -399,7 +415,8 @@ class Container:
         # A namespace's PID 1 gets only the signals it catches: wait for LXC's
         # init to be there and to handle SIGTERM, or the signal is lost.
         while not (catches(self.init_pid(), signal.SIGTERM) and self.signal_init(signal.SIGTERM)):
-            if self.stopped.is_set():          # it ended by itself meanwhile
+            if self.exited.is_set():           # it ended by itself meanwhile
+                await self.stopped.wait()
                 return
             if asyncio.get_running_loop().time() > deadline:
                 log.info("Failed to send SIGTERM to the process, force killing")
@@ -458,7 +475,7 @@ class Container:
         with open(path, "rb") as f:
             f.seek(offset)
             while True:
-                ended = self.stopped.is_set()    # read once more after the end
+                ended = self.exited.is_set()     # read once more after the end
                 data = f.read(1 << 18)
                 if data:
                     out.write(data)
@@ -468,7 +485,7 @@ class Container:
                 if ended:
                     return
                 try:
-                    await asyncio.wait_for(self.stopped.wait(), delay)
+                    await asyncio.wait_for(self.exited.wait(), delay)
                 except asyncio.TimeoutError:
                     delay = min(delay * 2, 0.05)
 
@@ -485,7 +502,7 @@ class Container:
                 return
         if self.Config.StdinOnce:
             self.close_stdin()
-            await self.stopped.wait()
+            await self.exited.wait()
         else:
             raise BrokenPipeError("io: read/write on closed pipe")
 

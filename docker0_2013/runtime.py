@@ -120,6 +120,7 @@ class Runtime(Commands):
         container.NetworkSettings = NetworkSettings()
         container.started.clear()
         container.stopped.set()
+        container.exited.set()
         container.to_disk()
 
     def register(self, container: Container) -> None:

@@ -92,7 +92,9 @@ def settled_leftovers(d: Daemon, timeout: float = 10) -> dict:
     """leftovers(), given time to finish tearing down ended containers.
 
     A container's network namespace (and with it its veth pair) is freed by
-    the kernel asynchronously after its last process ends.
+    the kernel asynchronously after its last process ends, and the daemon
+    unmounts a container's root just after it has answered the clients
+    attached to it.
     """
     deadline = time.monotonic() + timeout
     while (found := leftovers(d)) != NOTHING and time.monotonic() < deadline:

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from helpers import (NOTHING, base_tar, d, daemon_fds, leftovers, run_detached,  # noqa: F401
-                     saved_containers)
+from helpers import (NOTHING, base_tar, d, daemon_fds, run_detached, saved_containers,  # noqa: F401
+                     settled_leftovers)
 from netns import PYTHON, REPO
 
 
@@ -32,7 +32,7 @@ def test_run_echo_and_exit_codes(d):
     assert "Exit 127" in ps and "Exit 7" in ps and "base:latest" in ps
     assert d.call("ps", "-q") == ""
     assert len(d.call("ps", "-a", "-q").split()) == 5
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
 
 
 def test_environment_is_exact(d):
@@ -113,7 +113,7 @@ def test_start_stop_kill_and_errors(d):
     print("stop of a SIGTERM-ignoring container took", time.monotonic() - started)
     assert d.call("wait", trap) in ("137\n", "-1\n")        # init.lxc's own SIGKILL, or ours
     assert d.call("wait", "nope") == "Error: No such container: nope\n"
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
 
 
 def test_run_argument_errors(d):
@@ -133,7 +133,7 @@ def test_run_argument_errors(d):
     assert d.call("run", "--help") == usage + "Error: flag: help requested\n"
     assert d.call("run", "-p", "abc", "base", "true") == \
         'Error: strconv.ParseUint: parsing "abc": invalid syntax\n'
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
 
 
 def test_inspect_container(d):
@@ -176,7 +176,7 @@ def test_port_mapping_reaches_the_container(d):
     d.call("rm", cid)
     with pytest.raises(OSError):
         d.netns.socket_connect(("10.0.3.1", public), timeout=2)
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
 
 
 def test_memory_limit(d):
@@ -208,7 +208,7 @@ def test_commit_diff_export(d):
     assert "./tmp/new" in names and "./bin/busybox" in names and "./etc/hostname" not in names
     assert d.call("diff") == "Error: Not enough arguments\n"
     assert d.call("diff", "nope") == "Error: No such container\n"
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
 
 
 def test_daemon_killed_and_restarted(d):
@@ -229,7 +229,7 @@ def test_daemon_killed_and_restarted(d):
     for cid in ps:
         assert d.call("rm", cid) == ""
     assert d.call("ps", "-a", "-q") == ""
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
 
 
 def test_rm_running_container_and_leaks(d):
@@ -238,7 +238,7 @@ def test_rm_running_container_and_leaks(d):
                 if r.startswith("-A")]) == 2
     assert d.call("rm", cid) == ""
     assert not glob.glob(os.path.join(d.root, "containers", cid + "*"))
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
     assert d.call("rm", "nope") == "Error: No such container: nope\n"
 
 
@@ -259,9 +259,9 @@ def test_real_client(d):
 
 
 def test_start_and_export_right_after_a_run_ends(d):
-    """Attached clients are answered once the run is released and saved (here made longer by
-    a port's iptables rule): a start or an export sent at once finds it stopped, and the
-    record on disk then says it runs."""
+    """Attached clients are answered once the run's network is released, while its root is
+    unmounted and its record saved: a start or an export sent at once waits for that, and
+    the record on disk then says it runs."""
     cid = run_detached(d, "-p", "80", "base", "sh", "-c", "sleep 0.3; echo done")
     for _ in range(3):
         assert d.call("attach", cid) == "done\n"
@@ -318,5 +318,5 @@ def test_260_run_rm_cycles_leave_nothing(d):
         assert d.call("rm", cid) == ""
     assert d.call("ps", "-a", "-q") == ""
     assert os.listdir(os.path.join(d.root, "containers")) == []
-    assert leftovers(d) == NOTHING
+    assert settled_leftovers(d) == NOTHING
     assert daemon_fds(d) <= fds
