@@ -239,6 +239,8 @@ def run_client(address: tuple[str, int], args: list[str]) -> int:
         while data := sock.recv(1 << 16):
             while data:
                 data = data[os.write(1, data):]
+    except BrokenPipeError:     # whoever read our output has gone (`... | head`): leave quietly,
+        return 141              # with the status of a program that SIGPIPE ended, as 2013's did
     except OSError as e:
         go_log(str(e))
         return 1

@@ -273,6 +273,16 @@ def test_start_and_export_right_after_a_run_ends(d):
     assert d.call("wait", cid) == "0\n"
 
 
+def test_real_client_into_a_closed_pipe(d):
+    """`docker0 export ID | head`: the client leaves quietly when its reader has gone."""
+    cid = run_detached(d, "base", "true")
+    client = subprocess.Popen(["ip", "netns", "exec", d.netns.name, PYTHON, "-m", "docker0_2013",
+                               "export", cid], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client.stdout.read(1000)
+    client.stdout.close()
+    assert client.wait(30) == 141 and client.stderr.read() == b""
+
+
 def test_real_client_on_a_terminal(d):
     """`docker0 run -i -t base sh` typed at a terminal: raw mode while it runs, restored after."""
     master, terminal = pty.openpty()
