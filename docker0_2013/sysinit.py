@@ -15,11 +15,17 @@ Changed since 2013:
   2013's LXC dropped before init) once it no longer needs them;
 - supplementary groups are cleared when switching user, so `-u daemon` does not
   keep root's groups.
+
+Every container start waits for this file, so it imports only the C modules
+that `os`, `ctypes`, `socket`, `struct` and `stat` are built on: the Python
+layers above them cost a start 4 to 7 ms here, where the interpreter starts
+cold (bench/README.md). `Libc` below is what `ctypes.CDLL` does with them.
 """
-import _socket      # not `socket`: its enums take 5 ms to set up, and every run waits for them
-import ctypes
-import os
-import struct
+import _ctypes
+import _socket
+import _stat
+import _struct
+import posix
 import sys
 
 INIT_DIR = "/dev/.docker0"
@@ -27,13 +33,36 @@ MNT_DETACH = 2
 PR_CAPBSET_DROP = 24
 CAP_SETPCAP, CAP_SYS_ADMIN = 8, 21
 
-libc = ctypes.CDLL(None, use_errno=True)
+
+class CInt(_ctypes._SimpleCData):
+    _type_ = "i"                          # ctypes.c_int
+
+
+class LibcFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = CInt
+
+
+class Libc:
+    """ctypes.CDLL(None, use_errno=True): the C library's functions, by name."""
+    _handle = _ctypes.dlopen(None, posix.RTLD_NOW)
+
+    def __getattr__(self, name: str) -> LibcFunction:
+        return LibcFunction((name, self))
+
+
+libc = Libc()
 
 
 def fail(message: str, code: int = 1) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
-    os._exit(code)
+    posix._exit(code)
+
+
+def errno_text() -> str:
+    """What the last C library call in `libc` failed with."""
+    return posix.strerror(_ctypes.get_errno())
 
 
 def parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
@@ -52,21 +81,21 @@ def add_default_route(gateway: str) -> None:
     """`ip route add default via GATEWAY`, as one RTM_NEWROUTE netlink message."""
     RTM_NEWROUTE, NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 24, 1, 4, 0x200, 0x400
     RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, RTA_GATEWAY = 254, 3, 0, 1, 5
-    rtmsg = struct.pack("BBBBBBBBI", _socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
-                        RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-    attr = struct.pack("HH", 8, RTA_GATEWAY) + _socket.inet_aton(gateway)
+    rtmsg = _struct.pack("BBBBBBBBI", _socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+                         RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    attr = _struct.pack("HH", 8, RTA_GATEWAY) + _socket.inet_aton(gateway)
     body = rtmsg + attr
-    header = struct.pack("IHHII", 16 + len(body), RTM_NEWROUTE,
-                         NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, 1, 0)
+    header = _struct.pack("IHHII", 16 + len(body), RTM_NEWROUTE,
+                          NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, 1, 0)
     nl = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
     try:
         nl.sendall(header + body)
         reply = nl.recv(4096)
     finally:
         nl.close()
-    error = struct.unpack("i", reply[16:20])[0]
+    error = _struct.unpack("i", reply[16:20])[0]
     if error:
-        raise OSError(-error, os.strerror(-error))
+        raise OSError(-error, posix.strerror(-error))
 
 
 def lookup_user(user: str) -> tuple[int, int]:
@@ -87,23 +116,30 @@ def detach_host_files() -> None:
     """Unmount the host's Python and this file; nothing of the host stays visible."""
     for name in ("docker0_2013", "usr"):
         if libc.umount2(f"{INIT_DIR}/{name}".encode(), MNT_DETACH) != 0:
-            errno = ctypes.get_errno()
-            fail(f"Unable to unmount {INIT_DIR}/{name}: {os.strerror(errno)}")
-        os.rmdir(f"{INIT_DIR}/{name}")
-    os.rmdir(INIT_DIR)
+            fail(f"Unable to unmount {INIT_DIR}/{name}: {errno_text()}")
+        posix.rmdir(f"{INIT_DIR}/{name}")
+    posix.rmdir(INIT_DIR)
 
 
 def drop_capabilities() -> None:
     for cap in (CAP_SYS_ADMIN, CAP_SETPCAP):  # setpcap last: dropping needs it
         if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            fail(f"Unable to drop capability {cap}: {os.strerror(ctypes.get_errno())}")
+            fail(f"Unable to drop capability {cap}: {errno_text()}")
+
+
+def is_a(kind, path: str) -> bool:
+    """os.path.isfile and isdir: `kind` is _stat.S_ISREG or S_ISDIR."""
+    try:
+        return kind(posix.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def find_program(name: str, path: str) -> str | None:
     """Where `exec` would find `name`: itself if it has a slash, else along PATH."""
-    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]
+    candidates = [name] if "/" in name else [f"{d or '.'}/{name}" for d in path.split(":")]
     for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+        if is_a(_stat.S_ISREG, candidate) and posix.access(candidate, posix.X_OK):
             return candidate
     return None
 
@@ -119,26 +155,26 @@ def main(argv: list[str]) -> int:
             add_default_route(gateway)
         except OSError as e:
             fail(f"Unable to set up networking: {e}")
-    env = {k: v for k, v in os.environ.items() if k != "container"}
+    env = {k: v for k, v in posix.environ.items() if k != b"container"}
     uid_gid = None
     if user:
         try:
             uid_gid = lookup_user(user)
         except (LookupError, ValueError) as e:
             fail(f"Unable to find user {user}: {e}")
-    if os.path.isdir(INIT_DIR):
+    if is_a(_stat.S_ISDIR, INIT_DIR):
         detach_host_files()
         drop_capabilities()
     if uid_gid:
         uid, gid = uid_gid
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-    path = find_program(program[0], env.get("PATH", ""))
+        posix.setgroups([])
+        posix.setgid(gid)
+        posix.setuid(uid)
+    path = find_program(program[0], env.get(b"PATH", b"").decode())
     if path is None:
         fail(f"Unable to locate {program[0]}", 127)
     try:
-        os.execve(path, program, env)
+        posix.execve(path, program, env)
     except OSError as e:
         fail(f"Unable to exec {program[0]}: {e.strerror}", 126)
     return 1
