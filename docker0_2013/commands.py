@@ -495,6 +495,8 @@ class Commands:
             return
         container = self.container(names[0] if names else "")
         async with container.lock:
+            if container.removed:            # an rm that came first
+                raise LookupError(f"No such container: {names[0]}")
             mounted_here = not layers.is_mounted(container.rootfs)
             if mounted_here:
                 await asyncio.to_thread(layers.mount_rootfs, self.graph, container.Image, container.rw,

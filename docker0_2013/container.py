@@ -121,6 +121,7 @@ class Container:
         self.stdin_fd: int | None = None     # write end of the process's stdin (-i)
         self.pty_master: int | None = None
         self.killed = False
+        self.removed = False                 # rm has taken it: nothing may start or wait on it again
         self.monitor_task: asyncio.Task | None = None
         self.tty_task: asyncio.Task | None = None
 
@@ -172,6 +173,8 @@ class Container:
 
     async def start(self) -> None:
         async with self.lock:
+            if self.removed:                 # an rm that came first
+                raise LookupError(f"No such container: {self.short_id}")
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
             process, go, running = await asyncio.to_thread(self.launch)
@@ -289,11 +292,12 @@ class Container:
         """-t: the pty's output goes to the stdout log, like a non-tty stdout would."""
         loop = asyncio.get_running_loop()
         master = self.pty_master
-        fd = os.open(self.log_path("stdout"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         readable = asyncio.Event()
         os.set_blocking(master, False)
         loop.add_reader(master, readable.set)
+        fd = None
         try:
+            fd = os.open(self.log_path("stdout"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             while True:
                 try:
                     data = os.read(master, 1 << 16)
@@ -308,7 +312,8 @@ class Container:
                 os.write(fd, data)
         finally:
             loop.remove_reader(master)
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             os.close(master)
             self.pty_master = None
 
@@ -320,7 +325,10 @@ class Container:
         if process is not None:
             process.wait()                   # it has ended: this only reaps it
         if self.tty_task is not None:
-            await self.tty_task
+            try:
+                await self.tty_task
+            except OSError as e:             # a full disk, say: the container has ended all the same
+                log.info("%s: Failed to copy the terminal's output: %s", self.Id, e)
             self.tty_task = None
         exit_code = -1 if self.killed else read_exit_code(self.path("exit-code"))
         if self.stdin_fd is not None:
@@ -399,9 +407,9 @@ class Container:
         """SIGKILL the container's init (the whole PID namespace dies) and wait for it."""
         if not self.State.Running:
             return
-        self.killed = True
         while self.State.Running:
             signalled = self.signal_init(signal.SIGKILL)
+            self.killed = self.killed or signalled     # not if it had ended by itself
             try:       # no init yet: the container is still starting; try again soon
                 await asyncio.wait_for(self.stopped.wait(), 1.0 if signalled else 0.02)
             except asyncio.TimeoutError:
@@ -469,6 +477,8 @@ class Container:
     async def follow(self, path: str, offset: int, out) -> None:
         """`tail -f` of one log file from `offset`, until the container's run ends."""
         await self.started.wait()
+        if self.removed:
+            return
         delay = 0.001
         while not os.path.exists(path):
             await asyncio.sleep(0.01)
@@ -492,6 +502,8 @@ class Container:
     async def feed_stdin(self, stdin) -> None:
         """Copy the client's input into the container's stdin (-i)."""
         await self.started.wait()
+        if self.removed:
+            return
         while data := await stdin.read(1 << 16):
             fd = self.pty_master if self.Config.Tty else self.stdin_fd
             if fd is None:

@@ -165,24 +165,30 @@ class Runtime(Commands):
 
     async def destroy(self, container: Container) -> None:
         """Stop, unmount and delete a container (spec 4.5)."""
-        await container.stop()
-        async with container.lock:          # after the release that saves its last record
-            if container.Id not in self.containers:     # another rm was first
-                raise LookupError(f"Container {container.Id} not found - maybe it was already destroyed?")
-            if layers.is_mounted(container.rootfs):
+        while True:
+            await container.stop()
+            async with container.lock:      # after the release that saves its last record
+                if container.State.Running:  # a start got the lock first: stop that run too
+                    continue
+                if container.removed:       # another rm was first
+                    raise LookupError(f"Container {container.Id} not found - maybe it was already destroyed?")
+                if layers.is_mounted(container.rootfs):
+                    try:
+                        await asyncio.to_thread(layers.unmount_rootfs, container.rootfs)
+                    except OSError as e:
+                        raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
+                del self.containers[container.Id]
+                self.container_index.delete(container.Id)
+                container.removed = True
+                container.started.set()     # wakes attachers waiting for a run that will not come
+                # Renamed away first: a crash during the rmtree leaves no half-deleted container.
+                garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
                 try:
-                    layers.unmount_rootfs(container.rootfs)
+                    os.rename(container.root, garbage)
+                    await asyncio.to_thread(shutil.rmtree, garbage)
                 except OSError as e:
-                    raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
-            del self.containers[container.Id]
-            self.container_index.delete(container.Id)
-            # Renamed away first: a crash during the rmtree leaves no half-deleted container.
-            garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
-            try:
-                os.rename(container.root, garbage)
-                shutil.rmtree(garbage)
-            except OSError as e:
-                raise RuntimeError(f"Unable to remove filesystem for {container.Id}: {e}") from None
+                    raise RuntimeError(f"Unable to remove filesystem for {container.Id}: {e}") from None
+                return
 
     def commit(self, container: Container, repository: str = "", tag: str = "",
                comment: str = "") -> Image:

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from helpers import (NOTHING, base_tar, d, daemon_fds, run_detached, saved_containers,  # noqa: F401
-                     settled_leftovers)
+from helpers import (NOTHING, base_tar, d, daemon_fds, exchange, inside, run_detached,  # noqa: F401
+                     saved_containers, settled_leftovers)
 from netns import PYTHON, REPO
 
 
@@ -271,6 +271,20 @@ def test_start_and_export_right_after_a_run_ends(d):
         record = next(r for name, r in saved_containers(d).items() if name.startswith(cid))
         assert record["State"]["Running"] and record["NetworkSettings"]["PortMapping"]
     assert d.call("wait", cid) == "0\n"
+
+
+def test_rm_ends_an_attach_that_waits_for_the_next_run(d):
+    """An attach to a stopped container waits for its next run; rm ends it instead."""
+    cid = run_detached(d, "base", "true")
+    assert d.call("wait", cid) == "0\n"
+    with inside(d.netns.name):
+        line = json.dumps(["attach", cid]).encode() + b"\n"
+        waiting = concurrent.futures.ThreadPoolExecutor(1).submit(exchange, [(line, b"")], 30)
+        time.sleep(0.3)
+        assert not waiting.done()
+        assert d.call("rm", cid) == ""
+        assert waiting.result(30) == [b""]
+    assert settled_leftovers(d) == NOTHING
 
 
 def test_real_client_into_a_closed_pipe(d):
