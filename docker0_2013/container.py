@@ -106,8 +106,8 @@ class Container:
     network: "NetworkManager | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        # Held by start, export and the release after a run: never hold it while
-        # waiting for the container to stop (the release needs it to finish).
+        # Held by start, export, rm and the release after a run: never hold it
+        # while waiting for the container to stop (the release needs it to finish).
         self.lock = asyncio.Lock()
         self.stopped = asyncio.Event()       # set while not running
         self.started = asyncio.Event()       # set while running
@@ -353,9 +353,8 @@ class Container:
             self.unmount()
         finally:
             try:
-                if os.path.isdir(self.root):       # not when a concurrent rm took it
-                    self.to_disk(ended)
-            except OSError as e:                   # spec 5.8 step 9: ignored
+                self.to_disk(ended)
+            except OSError as e:                   # spec 5.8 step 9: logged, nothing more
                 log.info("%s: Failed to save the container: %s", self.Id, e)
 
     def release(self) -> None:
@@ -364,12 +363,14 @@ class Container:
         self.unmount()
 
     def release_network(self) -> None:
+        """Give back the IP, the public ports and their iptables rules."""
         if self.iface is not None:
             self.iface.release()
             self.iface = None
         self.NetworkSettings = NetworkSettings()
 
     def unmount(self) -> None:
+        """Unmount the root; a failure is logged (spec 5.8 step 6)."""
         if layers.is_mounted(self.rootfs):
             try:
                 layers.unmount_rootfs(self.rootfs)

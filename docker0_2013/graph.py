@@ -302,8 +302,13 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> bytes:
 def mount_overlay(options: bytes, target: str) -> None:
     """mount(2) of an overlayfs."""
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
+        raise libc_error()
+
+
+def libc_error() -> OSError:
+    """The error of the last failed `_libc` call."""
+    error = ctypes.get_errno()
+    return OSError(error, os.strerror(error))
 
 
 def mount_through_links(scratch: str, lowers: list[str], rw: str, work: str, target: str) -> None:
@@ -320,8 +325,7 @@ def mount_through_links(scratch: str, lowers: list[str], rw: str, work: str, tar
     def mount_from_links() -> None:
         try:
             if _libc.unshare(CLONE_FS) != 0:
-                error = ctypes.get_errno()
-                raise OSError(error, os.strerror(error))
+                raise libc_error()
             os.chdir(links)
             mount_overlay(overlay_options([str(i) for i in range(len(lowers))], "upper", "work"), target)
         except OSError as e:
