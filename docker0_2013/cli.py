@@ -5,6 +5,10 @@
 - anything else: the client, which sends its arguments to the daemon.
 
 Changed since 2013 (DESIGN.md): `-g ROOT`, `-b BRIDGE` and `-H HOST:PORT`;
+`-p PIDFILE` (Docker 0.2's flag) and a clean stop on SIGTERM or SIGINT that
+removes the pid file and leaves running containers running (they are in
+their own sessions; the next daemon follows them again), so the daemon can
+be a service (contrib/docker0.service);
 an unreachable daemon is an error (exit 1) instead of the 2013 fallback that
 ran a whole runtime inside the client; the client no longer hangs after the
 reply when its stdin is a pipe that never closes.
@@ -59,6 +63,7 @@ def global_flags() -> FlagSet:
     flags.string("g", "Root of the docker0 runtime (daemon)", "/var/lib/docker")
     flags.string("b", "Bridge the containers attach to (daemon)", "lxcbr0")
     flags.string("H", "Address the daemon listens on, and the client connects to", DEFAULT_ADDRESS)
+    flags.string("p", "File to write the daemon's PID to (daemon)", "")
     return flags
 
 
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         if args:
             print_usage(flags)
             sys.exit(0)
-        sys.exit(run_daemon(flags["g"], flags["b"], address))
+        sys.exit(run_daemon(flags["g"], flags["b"], address, flags["p"]))
     status = run_client(address, args)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:         # None: started with that fd closed
@@ -118,7 +123,29 @@ def main(argv: list[str] | None = None) -> None:
 # -- Daemon ------------------------------------------------------------------------
 
 
-def run_daemon(root: str, bridge: str, address: tuple[str, int]) -> int:
+def create_pidfile(path: str) -> None:
+    """Write our PID to `path`, refusing one that names a live docker0 (Docker 0.2's check)."""
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip() or 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            alive = b"docker0" in f.read()
+    except (OSError, ValueError):
+        alive = False
+    if alive and pid != os.getpid():
+        raise RuntimeError(f"pid file found, ensure docker0 is not running or delete {path}")
+    from .utils import atomic_write
+    atomic_write(path, f"{os.getpid()}\n", 0o644)
+
+
+def remove_pidfile(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def run_daemon(root: str, bridge: str, address: tuple[str, int], pidfile: str = "") -> int:
     import platform
     setup_logging()
     if platform.machine() not in ("x86_64", "amd64"):
@@ -126,15 +153,32 @@ def run_daemon(root: str, bridge: str, address: tuple[str, int]) -> int:
                "This will change in the future. Aborting.")
         return 1
     import asyncio                      # the client never needs the daemon's modules
+    import signal
 
     from .runtime import Runtime
     from .server import Server
 
     async def serve(runtime: Runtime) -> None:
         runtime.resume()
-        await Server(runtime, *address).serve_forever()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        serving = asyncio.create_task(Server(runtime, *address).serve_forever())
+        await asyncio.wait([serving, asyncio.create_task(stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()            # it failed (a port in use): raise its error
+        go_log("Received signal, shutting down; running containers keep running")
+        serving.cancel()                # stops listening; the containers are in their own sessions
     try:
-        asyncio.run(serve(Runtime(root, bridge)))
+        if pidfile:
+            create_pidfile(pidfile)
+        try:
+            asyncio.run(serve(Runtime(root, bridge)))
+        finally:
+            if pidfile:
+                remove_pidfile(pidfile)
     except KeyboardInterrupt:
         return 0
     except Exception as e:  # log.Fatal: one line with the error, exit 1
