@@ -18,6 +18,10 @@ Changed since 2013, and why:
 - an empty `-p ""` spec is a parse error instead of a daemon crash;
 - allocators and the mapper take a lock: starts run in worker threads, where
   2013 used goroutines and channels;
+- addresses that a DHCP server on the bridge hands out (a dnsmasq in this
+  network namespace serving the bridge, as Debian's lxc-net and
+  lxc-net/lxc-net start it) are never allocated: 2013 assumed nobody else
+  gave out addresses on lxcbr0, and two hosts with one address break both;
 - `NetworkManager.restore` re-reserves the address and ports of a container
   that survived a daemon restart and re-adds its DNAT rules (2013 lost them).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import threading
 
@@ -56,6 +61,36 @@ def bridge_network(bridge: str) -> ipaddress.IPv4Interface:
         print(f"Interface {bridge} has more than 1 IPv4 address. Defaulting to using {address.ip}",
               flush=True)
     return address
+
+
+def dhcp_ranges(bridge: str) -> list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
+    """The DHCP ranges of every dnsmasq in this network namespace serving `bridge`,
+    read from their command lines (`--interface=BRIDGE`, `--dhcp-range=FIRST,LAST,...`)."""
+    ranges = []
+    here = os.stat("/proc/self/ns/net").st_ino
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "dnsmasq" or os.stat(f"/proc/{pid}/ns/net").st_ino != here:
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        words = []                           # `--opt=value` and `--opt value` alike
+        for arg in args:
+            words.extend(arg.split("=", 1) if arg.startswith("--") else [arg])
+        options = list(zip(words, words[1:]))
+        if (("--interface", bridge) in options or ("-i", bridge) in options) or not any(
+                name in ("--interface", "-i") for name, _ in options):
+            for name, value in options:
+                if name in ("--dhcp-range", "-F"):
+                    fields = [v for v in value.split(",") if v.count(".") == 3]
+                    try:
+                        ranges.append((ipaddress.IPv4Address(fields[0]), ipaddress.IPv4Address(fields[1])))
+                    except (IndexError, ValueError):
+                        pass
+    return ranges
 
 
 # -- `-p` specs (spec 8.4) ------------------------------------------------------------
@@ -118,12 +153,18 @@ class IPAllocator:
     Only the addresses in use are stored.
     """
 
-    def __init__(self, bridge: ipaddress.IPv4Interface) -> None:
+    def __init__(self, bridge: ipaddress.IPv4Interface,
+                 excluded: list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]] = ()) -> None:
         network = bridge.network
         self.base = int(network.network_address)
         self.max = network.num_addresses - 2            # candidate offsets 1 .. max
         self.gateway = int(bridge.ip) - self.base
-        self.usable = max(self.max, 0) - (1 if 1 <= self.gateway <= self.max else 0)
+        # Offset ranges someone else hands out (DHCP), clipped to the candidates.
+        self.excluded = [(max(int(a) - self.base, 1), min(int(b) - self.base, self.max))
+                         for a, b in excluded]
+        self.excluded = [(a, b) for a, b in self.excluded if a <= b]
+        self.usable = max(self.max, 0) - len({o for a, b in self.excluded for o in range(a, b + 1)}
+                                             | ({self.gateway} if 1 <= self.gateway <= self.max else set()))
         self.in_use: set[int] = set()                   # offsets
         self.pos = 1
         self.answer: int | None = None                  # prepared offset; None = exhausted
@@ -140,9 +181,12 @@ class IPAllocator:
         for _ in range(self.max):
             candidate = self.pos
             self._advance()
-            if candidate != self.gateway and candidate not in self.in_use:
+            if candidate != self.gateway and candidate not in self.in_use and not self._excluded(candidate):
                 self.answer = candidate
                 return
+
+    def _excluded(self, offset: int) -> bool:
+        return any(a <= offset <= b for a, b in self.excluded)
 
     def _offset(self, ip: str) -> int:
         offset = int(ipaddress.IPv4Address(ip)) - self.base
@@ -157,7 +201,12 @@ class IPAllocator:
         with self.lock:
             if self.answer is None:
                 self._prepare()
-                raise RuntimeError("No unallocated IP available")
+                hint = ""
+                if self.excluded:
+                    hint = (" (a DHCP server on the bridge hands out " + ", ".join(
+                        f"{self._address(a)}-{self._address(b)}" for a, b in self.excluded)
+                        + "; narrow its range, see lxc-net/README.md)")
+                raise RuntimeError("No unallocated IP available" + hint)
             offset = self.answer
             self.in_use.add(offset)
             self._prepare()
@@ -348,7 +397,11 @@ class NetworkManager:
     def __init__(self, bridge: str) -> None:
         self.bridge = bridge
         self.bridge_network = bridge_network(bridge)
-        self.ips = IPAllocator(self.bridge_network)
+        dhcp = dhcp_ranges(bridge)
+        if dhcp:
+            log.info("Not allocating what DHCP hands out on %s: %s", bridge,
+                     ", ".join(f"{a}-{b}" for a, b in dhcp))
+        self.ips = IPAllocator(self.bridge_network, dhcp)
         self.ports = PortAllocator()
         self.mapper = PortMapper()
 

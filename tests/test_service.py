@@ -2,6 +2,7 @@
 leaves running containers running for the next daemon to follow."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from helpers import base_tar, run_detached  # noqa: F401  (base_tar is a fixture)
-from netns import PYTHON, REPO, Daemon
+from netns import PYTHON, REPO, Daemon, Netns
 
 
 @pytest.fixture
@@ -76,3 +77,41 @@ def test_stale_pidfile_is_replaced(base_tar, tmp_path):
         assert wait_gone(str(pidfile))
     finally:
         d.destroy()
+
+
+# -- Addresses a DHCP server on the bridge hands out --------------------------------
+
+def test_allocator_skips_dhcp_range():
+    from docker0_2013.network import IPAllocator
+    net = ipaddress.IPv4Interface("10.0.3.1/24")
+    ips = IPAllocator(net, [(ipaddress.IPv4Address("10.0.3.2"), ipaddress.IPv4Address("10.0.3.250"))])
+    assert [ips.acquire() for _ in range(4)] == ["10.0.3.251", "10.0.3.252", "10.0.3.253", "10.0.3.254"]
+    with pytest.raises(RuntimeError, match=r"No unallocated IP available \(a DHCP server on the bridge "
+                                           r"hands out 10.0.3.2-10.0.3.250"):
+        ips.acquire()
+    ips.release("10.0.3.252")
+    assert ips.acquire() == "10.0.3.252"
+
+
+def test_daemon_avoids_dnsmasq_range(base_tar, netns, tmp_path):
+    """A real dnsmasq on the namespace's lxcbr0 (as Debian's lxc-net runs it)."""
+    dnsmasq = netns.popen("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "-u", "nobody",
+                          "--bind-interfaces", "--listen-address", "10.0.3.1", "--interface=lxcbr0",
+                          "--except-interface=lo", "--dhcp-range", "10.0.3.2,10.0.3.199",
+                          f"--dhcp-leasefile={tmp_path}/leases", f"--pid-file={tmp_path}/pid")
+    try:
+        time.sleep(0.5)
+        assert dnsmasq.poll() is None
+        d = Daemon(netns=netns)
+        try:
+            d.call("import", "-", "base", stdin=base_tar)
+            out = d.call("run", "base", "ip", "-4", "-o", "addr", "show", "eth0")
+            assert "inet 10.0.3.200/24" in out, out
+            assert "10.0.3.2-10.0.3.199" in d.logs()
+        finally:
+            d.kill()
+            d.netns = Netns(bridge=None)       # the fixture removes the shared namespace
+            d.destroy()
+    finally:
+        dnsmasq.kill()
+        dnsmasq.wait()
