@@ -280,6 +280,28 @@ def iptables(*args: str) -> None:
         raise RuntimeError("iptables failed: iptables " + " ".join(args)) from None
 
 
+def chain_jumps(chain: str) -> list[tuple[str, ...]]:
+    new = ("-m", "addrtype", "--dst-type", "LOCAL", "-j", chain)
+    return [("PREROUTING", *new), ("OUTPUT", *new),
+            ("PREROUTING", "-j", chain), ("OUTPUT", "-j", chain)]       # v0.1.0 style
+
+
+def remove_chain(chain: str = CHAIN) -> None:
+    """Remove the chain and the jumps to it, ignoring errors (nothing to remove).
+    Start-up and contrib/uninstall call it."""
+    for jump in chain_jumps(chain):
+        for _ in range(100):          # a crashed earlier setup may have left several
+            try:
+                iptables("-t", "nat", "-D", *jump)
+            except RuntimeError:
+                break
+    for step in ("-F", "-X"):
+        try:
+            iptables("-t", "nat", step, chain)
+        except RuntimeError:
+            pass
+
+
 class PortMapper:
     """DNAT rules in the nat table's own chain, jumped to for local destinations."""
 
@@ -291,24 +313,12 @@ class PortMapper:
         self.setup()
 
     def _jumps(self) -> list[tuple[str, ...]]:
-        new = ("-m", "addrtype", "--dst-type", "LOCAL", "-j", self.chain)
-        return [("PREROUTING", *new), ("OUTPUT", *new),
-                ("PREROUTING", "-j", self.chain), ("OUTPUT", "-j", self.chain)]   # v0.1.0 style
+        return chain_jumps(self.chain)
 
     def cleanup(self) -> None:
         """Remove this chain and the jumps to it, ignoring errors (nothing to remove)."""
         with self.lock:
-            for jump in self._jumps():
-                for _ in range(100):          # a crashed earlier setup may have left several
-                    try:
-                        iptables("-t", "nat", "-D", *jump)
-                    except RuntimeError:
-                        break
-            for step in ("-F", "-X"):
-                try:
-                    iptables("-t", "nat", step, self.chain)
-                except RuntimeError:
-                    pass
+            remove_chain(self.chain)
 
     def setup(self) -> None:
         with self.lock:
