@@ -84,6 +84,19 @@ def test_changed_pins_need_pip(installed):
         stamp.write_text(saved)
 
 
+def test_someone_elses_lxcbr0_is_left_alone(installed, netns):
+    """lxcbr0 that docker0's lxc-net did not make (Debian's lxc-net, say): no lxc-net units
+    of ours replace it, and the install says so (in a namespace with its own lxcbr0)."""
+    top, env, first = installed
+    assert first.returncode == 0
+    env = {**offline(env, top), "DOCKER0_DESTDIR": str(top / "dest-debian")}
+    out = netns.exec(f"{REPO}/contrib/install", "--no-daemon", env=env, timeout=300)
+    assert "lxcbr0 exists and is not docker0's" in out.stdout, out.stdout
+    units = top / "dest-debian/etc/systemd/system"
+    assert sorted(os.listdir(units)) == ["docker0.service"]
+    assert netns.exec("ip", "link", "show", "lxcbr0").returncode == 0
+
+
 def test_uninstall_leaves_nothing(installed):
     top, env, first = installed
     assert first.returncode == 0
