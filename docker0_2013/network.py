@@ -201,12 +201,7 @@ class IPAllocator:
         with self.lock:
             if self.answer is None:
                 self._prepare()
-                hint = ""
-                if self.excluded:
-                    hint = (" (a DHCP server on the bridge hands out " + ", ".join(
-                        f"{self._address(a)}-{self._address(b)}" for a, b in self.excluded)
-                        + "; narrow its range, see lxc-net/README.md)")
-                raise RuntimeError("No unallocated IP available" + hint)
+                raise RuntimeError("No unallocated IP available")
             offset = self.answer
             self.in_use.add(offset)
             self._prepare()

@@ -86,8 +86,7 @@ def test_allocator_skips_dhcp_range():
     net = ipaddress.IPv4Interface("10.0.3.1/24")
     ips = IPAllocator(net, [(ipaddress.IPv4Address("10.0.3.2"), ipaddress.IPv4Address("10.0.3.250"))])
     assert [ips.acquire() for _ in range(4)] == ["10.0.3.251", "10.0.3.252", "10.0.3.253", "10.0.3.254"]
-    with pytest.raises(RuntimeError, match=r"No unallocated IP available \(a DHCP server on the bridge "
-                                           r"hands out 10.0.3.2-10.0.3.250"):
+    with pytest.raises(RuntimeError, match="No unallocated IP available"):
         ips.acquire()
     ips.release("10.0.3.252")
     assert ips.acquire() == "10.0.3.252"
