@@ -3,13 +3,21 @@
 Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 - LXC 5 key names (`lxc.uts.name`, `lxc.net.0.*`, `lxc.rootfs.path`, ...);
   the legacy 2013 keys are fatal errors in LXC 5;
-- `lxc-execute` instead of `lxc-start`: it stays in the foreground and returns
-  the program's exit code (`lxc-start -F` always returns 0). LXC's small
-  `init.lxc` becomes PID 1 and forwards signals, so the program is PID 2 and
-  `stop` (SIGTERM) ends a plain shell at once instead of after 10 seconds;
-- the init is docker0's own `sysinit.py`, run by the host's Python, which is
+- `lxc-start -F` with docker0's own `sysinit.py` as PID 1 (2013: lxc-start
+  with /sbin/init; until issue 12: lxc-execute, whose init kept every
+  capability). `lxc-start -F` always exits 0, so sysinit writes the program's
+  status to `init-status`, and a line of `sh` exits with it;
+- isolation (isolation_lines(), docs/then-and-now.md): Docker's default
+  capabilities (`lxc.cap.keep`, plus net_admin and sys_admin that sysinit
+  drops before the program runs), the seccomp policy `seccomp.policy`,
+  `proc:mixed sys:ro` with modern Docker's masks, a pids limit, LXC's AppArmor
+  profile where the kernel has AppArmor, a per-container resolv.conf copy;
+  no_new_privs is not set (setuid programs keep working, as in Docker);
+- ending a container: kill_cgroup() (cgroup.kill on cgroup2, the v1 freezer
+  then SIGKILL) needs nothing from the container's processes;
+- sysinit runs on the host's Python, which is
   bind-mounted read-only under `/dev/.docker0` (LXC's private /dev tmpfs, so
-  nothing appears in the container's rw layer) and unmounted before exec;
+  nothing appears in the container's rw layer) and unmounted before the program runs;
 - the environment is set with `lxc.environment` lines, since LXC 5 gives the
   init an empty environment;
 - memory limits use cgroup v1 or v2 keys, whichever the host has, and the
