@@ -225,6 +225,7 @@ class Container:
             for spec in self.Config.PortSpecs or []:
                 iface.allocate_port(spec)
             env = lxc.environment(self.Config.Env, self.Config.Tty)
+            lxc.copy_resolv_conf(self.root)
             config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
                                     bridge=self.network.bridge, iface=iface, env=env,
                                     memory=self.Config.Memory, memory_swap=self.Config.MemorySwap)
@@ -380,19 +381,16 @@ class Container:
     # -- Stop, kill, wait -------------------------------------------------------------------
 
     def init_pid(self) -> int | None:
-        """The container's PID 1 (LXC's init) on the host: wrapper -> lxc-execute -> init.
+        """The container's PID 1 (sysinit) on the host, once it is ready for signals.
 
-        None until LXC's child has become that init (lxc-execute runs its init
-        in-process and renames it `init` when it is ready): a signal to it while
-        it is still setting the container up leaves lxc-execute waiting forever.
+        It is the first process below the wrapper in a PID namespace of its
+        own; ready once it catches SIGTERM (sysinit's first step). Before that,
+        LXC is still setting the container up, and a signal would be lost or
+        leave lxc-start waiting. Nothing in the container can change either
+        fact: the init is not dumpable, so its memory is out of their reach.
         """
-        pid = self.State.Pid
-        for _ in range(2):
-            children = child_pids(pid)
-            if not children:
-                return None
-            pid = children[0]
-        return pid if process_title(pid) == "init" else None
+        pid = container_init(self.State.Pid)
+        return pid if pid is not None and catches(pid, signal.SIGTERM) else None
 
     def signal_init(self, sig: int) -> bool:
         pid = self.init_pid()
@@ -405,11 +403,13 @@ class Container:
             return False
 
     async def kill(self) -> None:
-        """SIGKILL the container's init (the whole PID namespace dies) and wait for it."""
-        if not self.State.Running:
-            return
+        """End every process of the container through its cgroup, and wait for the release.
+
+        Needs nothing from the container's own processes (kill_container).
+        """
         while self.State.Running:
-            signalled = self.signal_init(signal.SIGKILL)
+            pid = self.init_pid()
+            signalled = pid is not None and await asyncio.to_thread(kill_container, pid)
             self.killed = self.killed or signalled     # not if it had ended by itself
             try:       # no init yet: the container is still starting; try again soon
                 await asyncio.wait_for(self.stopped.wait(), 1.0 if signalled else 0.02)
@@ -417,13 +417,13 @@ class Container:
                 pass
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds (spec 5.6)."""
+        """SIGTERM, then kill after `timeout` seconds (spec 5.6)."""
         if not self.State.Running:
             return
         deadline = asyncio.get_running_loop().time() + 1.0
-        # A namespace's PID 1 gets only the signals it catches: wait for LXC's
-        # init to be there and to handle SIGTERM, or the signal is lost.
-        while not (catches(self.init_pid(), signal.SIGTERM) and self.signal_init(signal.SIGTERM)):
+        # A namespace's PID 1 gets only the signals it catches: wait for
+        # sysinit to be there, or the signal is lost.
+        while not self.signal_init(signal.SIGTERM):
             if self.exited.is_set():           # it ended by itself meanwhile
                 await self.stopped.wait()
                 return
@@ -546,20 +546,47 @@ def write_all(fd: int, data: bytes) -> None:
             select.select([], [fd], [])
 
 
+def kill_container(init: int) -> bool:
+    """SIGKILL the init and every process in the container's cgroup (lxc.kill_cgroup).
+
+    The init's death alone makes the kernel end its PID namespace; the cgroup
+    catches what that would miss (a process that joined the cgroup from
+    outside the namespace, or a kernel that is slow to reap a fork bomb).
+    """
+    cgroups = lxc.payload_cgroups(init)
+    try:
+        os.kill(init, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    lxc.kill_cgroup(cgroups)
+    return True
+
+
+def container_init(pid: int) -> int | None:
+    """The first process below `pid` (the wrapper) in another PID namespace than ours."""
+    try:
+        ours = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    for _ in range(4):                   # wrapper -> sh -> lxc-start -> init
+        children = child_pids(pid)
+        if not children:
+            return None
+        pid = children[0]
+        try:
+            if os.stat(f"/proc/{pid}/ns/pid").st_ino != ours:
+                return pid
+        except OSError:
+            return None
+    return None
+
+
 def child_pids(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
-
-
-def process_title(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def catches(pid: int | None, sig: int) -> bool:

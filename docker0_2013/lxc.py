@@ -3,13 +3,21 @@
 Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 - LXC 5 key names (`lxc.uts.name`, `lxc.net.0.*`, `lxc.rootfs.path`, ...);
   the legacy 2013 keys are fatal errors in LXC 5;
-- `lxc-execute` instead of `lxc-start`: it stays in the foreground and returns
-  the program's exit code (`lxc-start -F` always returns 0). LXC's small
-  `init.lxc` becomes PID 1 and forwards signals, so the program is PID 2 and
-  `stop` (SIGTERM) ends a plain shell at once instead of after 10 seconds;
-- the init is docker0's own `sysinit.py`, run by the host's Python, which is
+- `lxc-start -F` with docker0's own `sysinit.py` as PID 1 (2013: lxc-start
+  with /sbin/init; until issue 12: lxc-execute, whose init kept every
+  capability). `lxc-start -F` always exits 0, so sysinit writes the program's
+  status to `init-status`, and a line of `sh` exits with it;
+- isolation (isolation_lines(), docs/then-and-now.md): Docker's default
+  capabilities (`lxc.cap.keep`, plus net_admin and sys_admin that sysinit
+  drops before the program runs), the seccomp policy `seccomp.policy`,
+  `proc:mixed sys:ro` with modern Docker's masks, a pids limit, LXC's AppArmor
+  profile where the kernel has AppArmor, a per-container resolv.conf copy;
+  no_new_privs is not set (setuid programs keep working, as in Docker);
+- ending a container: kill_cgroup() (cgroup.kill on cgroup2, the v1 freezer
+  then SIGKILL) needs nothing from the container's processes;
+- sysinit runs on the host's Python, which is
   bind-mounted read-only under `/dev/.docker0` (LXC's private /dev tmpfs, so
-  nothing appears in the container's rw layer) and unmounted before exec;
+  nothing appears in the container's rw layer) and unmounted before the program runs;
 - the environment is set with `lxc.environment` lines, since LXC 5 gives the
   init an empty environment;
 - memory limits use cgroup v1 or v2 keys, whichever the host has, and the
@@ -19,12 +27,16 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 """
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .network import NetworkInterface
 
+log = logging.getLogger("docker0")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_DIR = "/dev/.docker0"            # where the host's Python appears inside the container
 HOST_PYTHON = "/usr/bin/python3"
@@ -36,10 +48,26 @@ SYSINIT = os.path.join(PACKAGE_DIR, "sysinit.py")
 # urandom, every pts, tun.
 ALLOWED_DEVICES = ["c 1:3 rwm", "c 1:5 rwm", "c 5:1 rwm", "c 5:0 rwm", "c 4:0 rwm", "c 4:1 rwm",
                    "c 1:9 rwm", "c 1:8 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm"]
-# 2013's dropped capabilities, except sys_admin and setpcap: sysinit needs them
-# to unmount its own files, and drops them itself right before exec.
-DROPPED_CAPS = ("audit_control audit_write mac_admin mac_override mknod setfcap sys_boot "
-                "sys_module sys_nice sys_pacct sys_rawio sys_resource sys_time sys_tty_config")
+# Docker's default capability set, by name (lxc.cap.keep) and number
+# (sysinit.py holds the same numbers): everything else is gone before any
+# program of the image runs.
+DEFAULT_CAPS = ("chown dac_override fowner fsetid kill setgid setuid setpcap setfcap "
+                "net_bind_service net_raw sys_chroot mknod audit_write")
+# What sysinit needs beyond them for its own set-up, and drops before it forks
+# the program: net_admin for the default route, sys_admin to unmount its files.
+INIT_CAPS = "net_admin sys_admin"
+SECCOMP_POLICY = os.path.join(PACKAGE_DIR, "seccomp.policy")
+PIDS_MAX = 4096                       # a fork bomb stops here, and `kill` still ends it
+# Modern Docker's masked paths: files hidden behind /dev/null, directories behind
+# an empty read-only tmpfs, and the read-only ones (/proc/sys and
+# /proc/sysrq-trigger are proc:mixed's). Each is optional: kernels differ.
+MASKED_FILES = ("proc/kcore", "proc/keys", "proc/timer_list", "proc/timer_stats",
+                "proc/sched_debug", "proc/latency_stats")
+MASKED_DIRS = ("proc/acpi", "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap")
+READ_ONLY = ("proc/irq", "proc/bus", "proc/fs")
+STATUS_FILE = "init-status"           # in the container's directory: the init writes its exit status
+APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
+_said: set[str] = set()
 
 
 def cgroup_v2_only() -> bool:
@@ -66,6 +94,7 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
                env: list[str], memory: int, memory_swap: int) -> str:
     v2 = cgroup_v2_only()
     cgroup = "lxc.cgroup2" if v2 else "lxc.cgroup"
+    home = check_value("rootfs", os.path.dirname(rootfs))     # the container's directory
     lines = [
         f"lxc.uts.name = {check_value('hostname', hostname)}",
         "lxc.net.0.type = veth",
@@ -81,12 +110,12 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
         "lxc.autodev = 1",
         f"{cgroup}.devices.deny = a",
         *(f"{cgroup}.devices.allow = {d}" for d in ALLOWED_DEVICES),
-        "lxc.mount.entry = proc proc proc nosuid,nodev,noexec,create=dir 0 0",
-        "lxc.mount.entry = sysfs sys sysfs nosuid,nodev,noexec,ro,create=dir 0 0",
-        "lxc.mount.entry = /etc/resolv.conf etc/resolv.conf none bind,ro,create=file 0 0",
-        f"lxc.mount.entry = /usr {INIT_DIR[1:]}/usr none bind,ro,create=dir 0 0",
-        f"lxc.mount.entry = {PACKAGE_DIR} {INIT_DIR[1:]}/docker0_2013 none bind,ro,create=dir 0 0",
-        f"lxc.cap.drop = {DROPPED_CAPS}",
+        f"{cgroup}.pids.max = {PIDS_MAX}",
+        *isolation_lines(),
+        f"lxc.mount.entry = {home}/resolv.conf etc/resolv.conf none bind,ro,nosuid,nodev,noexec,create=file 0 0",
+        f"lxc.mount.entry = /usr {INIT_DIR[1:]}/usr none bind,ro,nosuid,nodev,create=dir 0 0",
+        f"lxc.mount.entry = {PACKAGE_DIR} {INIT_DIR[1:]}/docker0_2013 none bind,ro,nosuid,nodev,create=dir 0 0",
+        f"lxc.mount.entry = {home}/{STATUS_FILE} {INIT_DIR[1:]}/status none bind,nosuid,nodev,noexec,create=file 0 0",
         *(f"lxc.environment = {check_value('environment variable', e)}" for e in env),
     ]
     if memory:
@@ -100,6 +129,63 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
             if memory_swap >= 0 and swap_accounting():
                 lines.append(f"lxc.cgroup.memory.memsw.limit_in_bytes = {memory * 2}")
     return "\n".join(lines) + "\n"
+
+
+def isolation_lines() -> list[str]:
+    """What keeps a container off the host, one line per step (docs/then-and-now.md).
+
+    no_new_privs is not set: as in modern Docker, setuid programs of an image
+    (su, ping) keep working, and what they can gain is bounded by DEFAULT_CAPS.
+    """
+    return [
+        f"lxc.cap.keep = {DEFAULT_CAPS} {INIT_CAPS}",
+        f"lxc.seccomp.profile = {SECCOMP_POLICY}",
+        *apparmor_lines(),
+        "lxc.mount.auto = proc:mixed sys:ro",
+        *(f"lxc.mount.entry = /dev/null {p} none bind,optional 0 0" for p in MASKED_FILES),
+        *(f"lxc.mount.entry = tmpfs {p} tmpfs ro,nosuid,nodev,noexec,size=0,optional 0 0"
+          for p in MASKED_DIRS),
+        # ${LXC_ROOTFS_MOUNT} is where LXC has the root (and its /proc) while it mounts.
+        *(f"lxc.mount.entry = ${{LXC_ROOTFS_MOUNT}}/{p} {p} none bind,ro,nosuid,nodev,noexec,optional 0 0"
+          for p in READ_ONLY),
+    ]
+
+
+def apparmor_lines() -> list[str]:
+    """LXC's generated AppArmor profile where the kernel has AppArmor; a log line where not."""
+    try:
+        with open(APPARMOR_ENABLED) as f:
+            enabled = f.read().strip() == "Y"
+    except OSError:
+        enabled = False
+    if enabled:
+        return ["lxc.apparmor.profile = generated", "lxc.apparmor.allow_nesting = 0"]
+    say_once("No AppArmor in this kernel: containers run without an AppArmor profile "
+             "(capabilities, seccomp and the /proc masks still apply)")
+    return []
+
+
+def say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.info(message)
+
+
+def copy_resolv_conf(container_dir: str) -> None:
+    """The container's own copy of the host's resolv.conf (as modern Docker does), so
+    that no file of the host itself is mounted into the container; an empty one if the
+    host has none. Also creates the empty exit-status file the init writes to."""
+    try:
+        with open("/etc/resolv.conf", "rb") as f:
+            text = f.read()
+    except OSError:
+        text = b""
+    for name, data in (("resolv.conf", text), (STATUS_FILE, b"")):
+        fd = os.open(os.path.join(container_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
 
 def init_command(gateway: str, user: str, path: str, args: list[str]) -> list[str]:
@@ -118,5 +204,112 @@ def init_command(gateway: str, user: str, path: str, args: list[str]) -> list[st
 
 
 def execute_command(container_id: str, lxc_path: str, config_path: str, init: list[str]) -> list[str]:
-    return ["lxc-execute", "-n", container_id, "-P", lxc_path, "-f", config_path,
+    """`lxc-start -F` with sysinit as the container's PID 1, under a line of `sh`
+    that exits with the init's status: `lxc-start -F` itself always exits 0, so
+    sysinit writes the status to `init-status` (bind-mounted for it, empty if it
+    was killed: 137, as for SIGKILL)."""
+    status = os.path.join(lxc_path, container_id, STATUS_FILE)
+    script = 'lxc-start "$@" || exit; read -r code < "$0"; exit "${code:-137}"'
+    return ["sh", "-c", script, status, "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
             "-o", os.path.join(lxc_path, container_id, "lxc.log"), "-l", "ERROR", "--", *init]
+
+
+# -- Ending a container through its cgroup --------------------------------------------
+
+
+def cgroup_mounts() -> dict[str, str]:
+    """Where each hierarchy is mounted: controller name (or "" for cgroup2) -> mount point."""
+    mounts = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            point = fields.split()[4]
+            fstype, _, options = rest.split()[:3]
+            if fstype == "cgroup2":
+                mounts.setdefault("", point)
+            elif fstype == "cgroup":
+                for option in options.split(","):
+                    mounts.setdefault(option, point)
+    return mounts
+
+
+def payload_cgroups(pid: int) -> dict[str, str]:
+    """The host directories of the cgroups of `pid` that LXC made for a container
+    (named lxc.payload.<name>), by controller ("" for cgroup2). Nothing for a
+    process that is not (yet) in one: its cgroup might be the daemon's own."""
+    mounts = cgroup_mounts()
+    found = {}
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "/lxc.payload." not in path:
+            continue
+        for controller in controllers.split(",") if controllers else [""]:
+            if controller in mounts:
+                found[controller] = mounts[controller] + path
+    return found
+
+
+def cgroup_pids(directory: str) -> list[int]:
+    try:
+        with open(os.path.join(directory, "cgroup.procs")) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def kill_cgroup(cgroups: dict[str, str], timeout: float = 5.0) -> None:
+    """SIGKILL every process in a container's cgroup, whatever they do meanwhile.
+
+    cgroup2 has cgroup.kill, which does it in the kernel at once. Without it
+    (cgroup v1), the freezer stops every process first, so a fork bomb cannot
+    outrun the signals; each gets SIGKILL, then the cgroup is thawed for them
+    to die. Without a freezer, SIGKILL is repeated until the cgroup is empty.
+    """
+    v2 = cgroups.get("")
+    if v2 and os.path.exists(os.path.join(v2, "cgroup.kill")):
+        write_cgroup(v2, "cgroup.kill", "1")
+        return
+    freezer = cgroups.get("freezer")
+    deadline = time.monotonic() + timeout
+    if freezer:
+        write_cgroup(freezer, "freezer.state", "FROZEN")
+        while read_cgroup(freezer, "freezer.state") == "FREEZING" and time.monotonic() < deadline:
+            time.sleep(0.001)
+    try:
+        directories = [freezer] if freezer else list(cgroups.values())
+        while time.monotonic() < deadline:
+            pids = [pid for d in directories for pid in cgroup_pids(d)]
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if freezer:
+                return                       # frozen: none of them forked since
+            time.sleep(0.005)
+    finally:
+        if freezer:
+            write_cgroup(freezer, "freezer.state", "THAWED")
+
+
+def read_cgroup(directory: str, name: str) -> str:
+    try:
+        with open(os.path.join(directory, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def write_cgroup(directory: str, name: str, value: str) -> None:
+    try:
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(value)
+    except OSError as e:               # the cgroup went away: its processes are gone
+        log.debug("%s/%s: %s", directory, name, e)

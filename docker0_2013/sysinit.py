@@ -1,18 +1,27 @@
-"""The first code inside every container: sysinit.go of 2013 (spec 5.9).
+"""The first code inside every container, and its PID 1: sysinit.go of 2013 (spec 5.9).
 
     python3 sysinit.py -g GATEWAY [-u USER] -- PROGRAM [ARG...]
 
-It sets the default route, drops the `container` variable, becomes USER and
-replaces itself with PROGRAM. Images need no Python: the host's interpreter is
-bind-mounted read-only under /dev/.docker0 (lxc.py), so this file uses the
-standard library only, and it unmounts those host files just before exec.
+It sets the default route, drops the `container` variable, and runs PROGRAM
+as USER. Images need no Python: the host's interpreter is bind-mounted
+read-only under /dev/.docker0 (lxc.py), so this file uses the standard library
+only, and it unmounts those host files before PROGRAM starts.
 
 Changed since 2013:
+- it is the container's PID 1 and stays there, a tiny init: `lxc-start -F`
+  runs it, it forks PROGRAM, forwards the signals `stop` sends (SIGTERM,
+  SIGINT, SIGHUP, ...) to it, reaps every orphan, and exits with PROGRAM's
+  status (written to /dev/.docker0/status too, since lxc-start reports none).
+  2013 exec'd the program as PID 1; LXC 5's lxc-execute put its own init there,
+  with every capability;
+- capabilities: LXC leaves it Docker's default set plus net_admin (the route)
+  and sys_admin (the unmount); it drops both from every set, empties the
+  inheritable and ambient sets, and makes itself non-dumpable (no ptrace, no
+  writes to /proc/1/mem from the container) before it forks. LXC's seccomp
+  filter (docker0_2013/seccomp.policy) is already in force when it starts;
 - the route is added over netlink, not with /sbin/route (absent from images);
 - it is run by the host's Python, not as a copy of the daemon binary bind-mounted
   on /sbin/init (LXC 5 refuses mount targets reached through symlinks);
-- it removes its own host mounts and drops CAP_SYS_ADMIN and CAP_SETPCAP (which
-  2013's LXC dropped before init) once it no longer needs them;
 - supplementary groups are cleared when switching user, so `-u daemon` does not
   keep root's groups.
 
@@ -22,6 +31,7 @@ layers above them cost a start 4 to 7 ms here, where the interpreter starts
 cold (bench/README.md). `Libc` below is what `ctypes.CDLL` does with them.
 """
 import _ctypes
+import _signal
 import _socket
 import _stat
 import _struct
@@ -30,8 +40,20 @@ import sys
 
 INIT_DIR = "/dev/.docker0"
 MNT_DETACH = 2
-PR_CAPBSET_DROP = 24
-CAP_SETPCAP, CAP_SYS_ADMIN = 8, 21
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 47, 4
+EINVAL = 22
+TIOCSCTTY = 0x540E
+# Docker's default set (lxc.DEFAULT_CAPS): chown 0, dac_override 1, fowner 3,
+# fsetid 4, kill 5, setgid 6, setuid 7, setpcap 8, net_bind_service 10,
+# net_raw 13, sys_chroot 18, mknod 27, audit_write 29, setfcap 31.
+DEFAULT_CAPS = (0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31)
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# What an init forwards to the program; SIGCHLD only wakes it to reap.
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+             "SIGCONT", "SIGALRM", "SIGTSTP", "SIGTTIN", "SIGTTOU")
+child = 0                   # the program's PID, once forked
+child_of_init = False       # True in the program's process until it execs
+status_fd: int | None = None
 
 
 class CInt(_ctypes._SimpleCData):
@@ -57,6 +79,13 @@ libc = Libc()
 def fail(message: str, code: int = 1) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """Exit with `code`, and tell lxc.py's wrapper through the status file."""
+    if status_fd is not None and not child_of_init:
+        posix.write(status_fd, b"%d\n" % code)
     posix._exit(code)
 
 
@@ -112,19 +141,91 @@ def lookup_user(user: str) -> tuple[int, int]:
     raise LookupError("no such user")
 
 
+def open_status() -> int | None:
+    """The status file lxc.py mounts for this init, opened before it is unmounted."""
+    if not is_a(_stat.S_ISREG, f"{INIT_DIR}/status"):
+        return None
+    return posix.open(f"{INIT_DIR}/status", posix.O_WRONLY | posix.O_TRUNC | posix.O_CLOEXEC)
+
+
 def detach_host_files() -> None:
-    """Unmount the host's Python and this file; nothing of the host stays visible."""
-    for name in ("docker0_2013", "usr"):
-        if libc.umount2(f"{INIT_DIR}/{name}".encode(), MNT_DETACH) != 0:
-            fail(f"Unable to unmount {INIT_DIR}/{name}: {errno_text()}")
-        posix.rmdir(f"{INIT_DIR}/{name}")
+    """Unmount the host's Python, this file and the status file; nothing of the host
+    stays visible."""
+    for name in ("status", "docker0_2013", "usr"):
+        path = f"{INIT_DIR}/{name}"
+        if name == "status" and status_fd is None:
+            continue
+        if libc.umount2(path.encode(), MNT_DETACH) != 0:
+            fail(f"Unable to unmount {path}: {errno_text()}")
+        (posix.unlink if name == "status" else posix.rmdir)(path)
     posix.rmdir(INIT_DIR)
 
 
 def drop_capabilities() -> None:
-    for cap in (CAP_SYS_ADMIN, CAP_SETPCAP):  # setpcap last: dropping needs it
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+    """Keep Docker's default set only, in every set, for this process and all it forks."""
+    keep = sum(1 << cap for cap in DEFAULT_CAPS)
+    for cap in range(64):
+        if not keep >> cap & 1 and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            if _ctypes.get_errno() == EINVAL:      # past the kernel's last capability
+                break
             fail(f"Unable to drop capability {cap}: {errno_text()}")
+    if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        fail(f"Unable to clear the ambient capabilities: {errno_text()}")
+    header = _struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    low, high = keep & 0xFFFFFFFF, keep >> 32
+    data = _struct.pack("6I", low, low, 0, high, high, 0)   # effective, permitted, inheritable
+    if libc.capset(header, data) != 0:
+        fail(f"Unable to set capabilities: {errno_text()}")
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        fail(f"Unable to make the init non-dumpable: {errno_text()}")
+
+
+def forward(signum: int, frame) -> None:
+    if child:
+        try:
+            posix.kill(child, signum)
+        except OSError:
+            pass
+    else:                                 # before the program runs: end right here
+        leave(128 + signum)
+
+
+def catch_signals() -> None:
+    for name in FORWARDED:
+        _signal.signal(getattr(_signal, name), forward)
+
+
+def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None) -> None:
+    """In the forked child: default signals, own session and terminal, the user, exec."""
+    global child_of_init
+    child_of_init = True
+    for name in FORWARDED + ("SIGPIPE", "SIGXFSZ"):    # Python ignores the last two
+        _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+    posix.setsid()
+    if posix.isatty(0):
+        libc.ioctl(0, TIOCSCTTY, 0)          # -t: the pty is the program's terminal
+    if uid_gid:
+        uid, gid = uid_gid
+        posix.setgroups([])
+        posix.setgid(gid)
+        posix.setuid(uid)
+    path = find_program(program[0], env.get(b"PATH", b"").decode())
+    if path is None:
+        fail(f"Unable to locate {program[0]}", 127)
+    try:
+        posix.execve(path, program, env)
+    except OSError as e:
+        fail(f"Unable to exec {program[0]}: {e.strerror}", 126)
+
+
+def wait_for(pid: int) -> int:
+    """Reap every child (orphans land here) until `pid` ends; its shell-style status."""
+    while True:
+        reaped, status = posix.waitpid(-1, 0)
+        if reaped == pid:
+            if posix.WIFSIGNALED(status):
+                return 128 + posix.WTERMSIG(status)
+            return posix.WEXITSTATUS(status)
 
 
 def is_a(kind, path: str) -> bool:
@@ -145,17 +246,20 @@ def find_program(name: str, path: str) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    global child, status_fd
     if not argv:
         fail("You should not invoke docker-init manually")
     gateway, user, program = parse_args(list(argv))
     if not program:
         fail("sysinit: no program given")
+    status_fd = open_status()
+    catch_signals()
     if gateway:
         try:
             add_default_route(gateway)
         except OSError as e:
             fail(f"Unable to set up networking: {e}")
-    env = {k: v for k, v in posix.environ.items() if k != b"container"}
+    env = {k: v for k, v in posix.environ.items() if k not in (b"container", b"container_ttys")}
     uid_gid = None
     if user:
         try:
@@ -165,19 +269,11 @@ def main(argv: list[str]) -> int:
     if is_a(_stat.S_ISDIR, INIT_DIR):
         detach_host_files()
         drop_capabilities()
-    if uid_gid:
-        uid, gid = uid_gid
-        posix.setgroups([])
-        posix.setgid(gid)
-        posix.setuid(uid)
-    path = find_program(program[0], env.get(b"PATH", b"").decode())
-    if path is None:
-        fail(f"Unable to locate {program[0]}", 127)
-    try:
-        posix.execve(path, program, env)
-    except OSError as e:
-        fail(f"Unable to exec {program[0]}: {e.strerror}", 126)
-    return 1
+    pid = posix.fork()
+    if pid == 0:
+        exec_program(program, env, uid_gid)
+    child = pid
+    leave(wait_for(pid))
 
 
 if __name__ == "__main__":
