@@ -1,6 +1,6 @@
 """The first code inside every container: sysinit.go of 2013 (spec 5.9).
 
-    python3 sysinit.py -g GATEWAY [-u USER] -- PROGRAM [ARG...]
+    python3 sysinit.py -g GATEWAY [-u USER] [-w DIR] -- PROGRAM [ARG...]
 
 It sets the default route, drops the `container` variable, becomes USER and
 replaces itself with PROGRAM. Images need no Python: the host's interpreter is
@@ -14,7 +14,12 @@ Changed since 2013:
 - it removes its own host mounts and drops CAP_SYS_ADMIN and CAP_SETPCAP (which
   2013's LXC dropped before init) once it no longer needs them;
 - supplementary groups are cleared when switching user, so `-u daemon` does not
-  keep root's groups.
+  keep root's groups;
+- `-w DIR` (an image's WorkingDir) is created if missing, as Docker does, and
+  becomes the program's working directory;
+- the program gets the environment this process was started with, read from
+  /proc/self/environ: the interpreter's own start-up changes its copy (PEP 538
+  sets LC_CTYPE=C.UTF-8 when the locale is C), which must not leak.
 
 Every container start waits for this file, so it imports only the C modules
 that `os`, `ctypes`, `socket`, `struct` and `stat` are built on: the Python
@@ -65,16 +70,32 @@ def errno_text() -> str:
     return posix.strerror(_ctypes.get_errno())
 
 
-def parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
-    """`-g GATEWAY`, `-u USER`, then `--` and the program's argv."""
-    gateway = user = ""
+def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`-g GATEWAY`, `-u USER`, `-w DIR`, then `--` and the program's argv."""
+    flags = {"-g": "", "-u": "", "-w": ""}
     while argv and argv[0] != "--":
         flag = argv.pop(0)
-        if flag not in ("-g", "-u") or not argv:
+        if flag not in flags or not argv:
             fail(f"sysinit: bad argument {flag!r}")
-        value = argv.pop(0)
-        gateway, user = (value, user) if flag == "-g" else (gateway, value)
-    return gateway, user, argv[1:]
+        flags[flag] = argv.pop(0)
+    return flags, argv[1:]
+
+
+def initial_environment() -> dict[bytes, bytes]:
+    """The environment as exec'd, without `container`: not posix.environ, which
+    the interpreter's start-up has changed (PEP 538 locale coercion)."""
+    with open("/proc/self/environ", "rb") as f:
+        entries = [e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e]
+    return {k: v for k, v in entries if k != b"container"}
+
+
+def make_dirs(path: str) -> None:
+    """mkdir -p, as root inside the container (a WorkingDir the image lacks)."""
+    current = ""
+    for part in [p for p in path.split("/") if p]:
+        current += "/" + part
+        if not is_a(_stat.S_ISDIR, current):
+            posix.mkdir(current, 0o755)
 
 
 def add_default_route(gateway: str) -> None:
@@ -147,7 +168,8 @@ def find_program(name: str, path: str) -> str | None:
 def main(argv: list[str]) -> int:
     if not argv:
         fail("You should not invoke docker-init manually")
-    gateway, user, program = parse_args(list(argv))
+    flags, program = parse_args(list(argv))
+    gateway, user, workdir = flags["-g"], flags["-u"], flags["-w"]
     if not program:
         fail("sysinit: no program given")
     if gateway:
@@ -155,13 +177,18 @@ def main(argv: list[str]) -> int:
             add_default_route(gateway)
         except OSError as e:
             fail(f"Unable to set up networking: {e}")
-    env = {k: v for k, v in posix.environ.items() if k != b"container"}
+    env = initial_environment()
     uid_gid = None
     if user:
         try:
             uid_gid = lookup_user(user)
         except (LookupError, ValueError) as e:
             fail(f"Unable to find user {user}: {e}")
+    if workdir:
+        try:
+            make_dirs(workdir)
+        except OSError as e:
+            fail(f"Unable to create the working directory {workdir}: {e.strerror}")
     if is_a(_stat.S_ISDIR, INIT_DIR):
         detach_host_files()
         drop_capabilities()
@@ -170,6 +197,11 @@ def main(argv: list[str]) -> int:
         posix.setgroups([])
         posix.setgid(gid)
         posix.setuid(uid)
+    if workdir:
+        try:
+            posix.chdir(workdir)
+        except OSError as e:
+            fail(f"Unable to change to the working directory {workdir}: {e.strerror}")
     path = find_program(program[0], env.get(b"PATH", b"").decode())
     if path is None:
         fail(f"Unable to locate {program[0]}", 127)
