@@ -26,7 +26,8 @@ def debian_tar() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(path):
             subprocess.run(["mmdebstrap", "--variant=minbase", "--include=python3,iproute2",
-                            "--quiet", "bookworm", path + ".part"], check=True, timeout=1800)
+                            "--format=tar", "--quiet", "bookworm", path + ".part"],
+                           check=True, timeout=1800)
             os.rename(path + ".part", path)
     return path
 
