@@ -21,7 +21,7 @@ from . import VERSION, graph as layers, registry
 from .archive import tar_directory
 from .auth import AuthConfig, save_config
 from .changes import changes
-from .container import Config
+from .container import Config, apply_image_config
 from .flag import HELP_REQUESTED, FlagError, FlagSet
 from .utils import human_duration, json_pretty, parse_time, short_id, since, tabwrite
 
@@ -325,9 +325,8 @@ class Commands:
         """Create the container; pull its image first if it is not here (spec 3.20 step 2)."""
         for attempt in (1, 2):
             try:
-                if not config.Cmd:   # an image pulled from a registry may name its command
-                    config.Cmd = self.tags.lookup_image(config.Image).container_config.get("Cmd") or []
-                if not config.Cmd:
+                apply_image_config(config, self.tags.lookup_image(config.Image).container_config)
+                if not config.Entrypoint and not config.Cmd:
                     raise ValueError("Command not specified")
                 return self.create(config)
             except LookupError as e:

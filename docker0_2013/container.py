@@ -71,6 +71,31 @@ class Config:
     Env: list[str] | None = None
     Cmd: list[str] | None = None
     Image: str = ""
+    # Not in 2013: from a pulled image's config (and kept by commit). Left out
+    # of records when empty, so 2013 records stay as they were.
+    Entrypoint: list[str] | None = None
+    WorkingDir: str = ""
+
+
+IMAGE_SETTINGS = ("Entrypoint", "Cmd", "Env", "User", "WorkingDir")   # what an image config carries
+
+
+def config_record(config: Config) -> dict:
+    """The JSON form of a Config: the 2013 members, then the newer ones that are set."""
+    record = asdict(config)
+    return {k: v for k, v in record.items() if v or k not in ("Entrypoint", "WorkingDir")}
+
+
+def apply_image_config(config: Config, image_config: dict) -> None:
+    """Fill what `run` did not say from the image's config, as Docker does today:
+    a command replaces Cmd and keeps Entrypoint, -e adds to or overrides Env by
+    name, -u overrides User. An imported image has none of these: 2013 behaviour."""
+    config.Entrypoint = config.Entrypoint or image_config.get("Entrypoint") or None
+    config.Cmd = config.Cmd or image_config.get("Cmd") or []
+    if image_config.get("Env"):
+        config.Env = lxc.merge_env(image_config["Env"], config.Env)
+    config.User = config.User or image_config.get("User") or ""
+    config.WorkingDir = config.WorkingDir or image_config.get("WorkingDir") or ""
 
 
 @dataclass
@@ -129,7 +154,8 @@ class Container:
 
     def to_dict(self) -> dict:
         names = [f.name for f in fields(self) if f.name[0].isupper()]
-        return {name: (asdict(v) if hasattr(v, "__dataclass_fields__") else v)
+        return {name: (config_record(v) if isinstance(v, Config) else
+                       asdict(v) if hasattr(v, "__dataclass_fields__") else v)
                 for name in names for v in [getattr(self, name)]}
 
     @classmethod
@@ -254,7 +280,8 @@ class Container:
         pipe closes and the wrapper exits at once. (dash can only move fds
         0-9, so the pipe borrows fd 2 before stderr becomes the log or pty.)
         """
-        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args)
+        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
+                                self.Config.WorkingDir)
         command = lxc.execute_command(self.Id, os.path.dirname(self.root),
                                       self.path("config.lxc"), init)
         exit_file = self.path("exit-code")

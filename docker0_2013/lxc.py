@@ -86,8 +86,17 @@ def check_value(name: str, value: str) -> str:
 
 
 def environment(env: list[str] | None, tty: bool) -> list[str]:
-    """The container's whole environment (spec 5.5 step 6): TERM first with -t."""
-    return (["TERM=xterm"] if tty else []) + ["HOME=/", f"PATH={DEFAULT_PATH}"] + list(env or [])
+    """The container's whole environment (spec 5.5 step 6): TERM first with -t.
+    A variable of `env` (the image's, then -e) replaces a default of the same name."""
+    return merge_env((["TERM=xterm"] if tty else []) + ["HOME=/", f"PATH={DEFAULT_PATH}"], env)
+
+
+def merge_env(base: list[str] | None, extra: list[str] | None) -> list[str]:
+    """`base` with each of `extra`'s variables replacing the one of the same name."""
+    merged: dict[str, str] = {}
+    for entry in list(base or []) + list(extra or []):
+        merged[entry.split("=", 1)[0]] = entry
+    return list(merged.values())
 
 
 def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterface,
@@ -188,7 +197,7 @@ def copy_resolv_conf(container_dir: str) -> None:
             os.close(fd)
 
 
-def init_command(gateway: str, user: str, path: str, args: list[str]) -> list[str]:
+def init_command(gateway: str, user: str, path: str, args: list[str], workdir: str = "") -> list[str]:
     """The in-container init: the host's python3, through the host's ELF loader."""
     python = os.path.realpath(HOST_PYTHON)
     loader = os.path.realpath(HOST_LOADER)
@@ -200,6 +209,8 @@ def init_command(gateway: str, user: str, path: str, args: list[str]) -> list[st
                "-g", gateway]
     if user:
         command += ["-u", user]
+    if workdir:
+        command += ["-w", workdir]
     return command + ["--", path, *args]
 
 

@@ -16,8 +16,10 @@ module speaks what every registry speaks today, the distribution v2 / OCI API
   digest, as Docker computes it), so a layer already here is never
   downloaded again, whatever image it came with. On top of the chain sits one
   image with an empty layer whose ID is the digest of the image config: it
-  holds the config's Cmd (Entrypoint + Cmd; 2013 had no Entrypoint), Env and
-  User in `container_config`, so `run IMAGE` without a command can use them;
+  holds the config's Entrypoint, Cmd, Env, User and WorkingDir in
+  `container_config` (2013 had no Entrypoint or WorkingDir), which `run`
+  applies as Docker does today (container.apply_image_config), and push
+  writes back into the OCI image config;
 - every blob is checked against its digest (and each layer against its
   uncompressed digest) before anything is registered; all of an image's
   missing layers are downloaded and checked first, then registered, and the
@@ -61,12 +63,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from . import archive
 from .auth import AuthConfig
-from .container import Config
+from .container import IMAGE_SETTINGS, Config, config_record
 from .graph import TMP, Graph, Image
 from .tags import DEFAULT_TAG, TagStore, parse_repository_tag
 from .utils import ProgressReader, json_compact, now_string, parse_time
@@ -457,6 +459,16 @@ def valid_time(text) -> str:
         return now_string()
 
 
+def string_list(settings: dict, name: str) -> list[str] | None:
+    """An image config's list of strings (Entrypoint, Cmd, Env), or None."""
+    value = settings.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RegistryError(f"The image config's {name} is not a list of strings")
+    return value or None
+
+
 def image_records(manifest: dict, config: dict, config_digest: str) -> tuple[list[Layer], Image]:
     """The local images a pulled image becomes: one per layer, then the config's."""
     descriptors = manifest.get("layers") or []
@@ -478,14 +490,14 @@ def image_records(manifest: dict, config: dict, config_digest: str) -> tuple[lis
         image = Image(id=ids[i], parent=ids[i - 1] if i else "",
                       created=valid_time(history[i].get("created", created)),
                       comment=str(history[i].get("created_by") or history[i].get("comment") or ""),
-                      container_config=asdict(Config()), docker_version=version)
+                      container_config=config_record(Config()), docker_version=version)
         layers.append(Layer(image, descriptor, diff_id))
     settings = config.get("config") or {}
-    command = (settings.get("Entrypoint") or []) + (settings.get("Cmd") or [])
     top = Image(id=digest_hex(config_digest), parent=ids[-1] if ids else "", created=created,
-                container_config=asdict(Config(
-                    User=settings.get("User") or "", Env=settings.get("Env") or None,
-                    Cmd=command or None)),
+                container_config=config_record(Config(
+                    Entrypoint=string_list(settings, "Entrypoint"), Cmd=string_list(settings, "Cmd"),
+                    Env=string_list(settings, "Env"), User=str(settings.get("User") or ""),
+                    WorkingDir=str(settings.get("WorkingDir") or ""))),
                 docker_version=version)
     return layers, top
 
@@ -638,7 +650,7 @@ def image_config(top: Image, layers: list[tuple[Image, dict, str]]) -> dict:
         "created": valid_time(top.created),
         "architecture": architecture,
         "os": os_name,
-        "config": {k: settings[k] for k in ("User", "Env", "Cmd") if settings.get(k)},
+        "config": {k: settings[k] for k in IMAGE_SETTINGS if settings.get(k)},
         "rootfs": {"type": "layers", "diff_ids": [diff_id for _, _, diff_id in layers]},
         "history": [history_entry(image) for image, _, _ in layers],
     }

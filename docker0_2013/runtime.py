@@ -16,7 +16,6 @@ Changed since 2013 (spec 4.2, DESIGN.md):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import shutil
@@ -27,7 +26,8 @@ import urllib.request
 from . import archive, graph as layers, lxc
 from .auth import load_config
 from .commands import Commands
-from .container import Config, Container, NetworkSettings, State, process_alive, read_exit_code
+from .container import (Config, Container, NetworkSettings, State, config_record, process_alive,
+                        read_exit_code)
 from .graph import Graph, Image
 from .network import NetworkManager
 from .tags import TagStore
@@ -148,8 +148,9 @@ class Runtime(Commands):
         image = self.tags.lookup_image(config.Image)
         container_id = generate_id()
         config.Hostname = config.Hostname or container_id[:12]
-        container = Container(Id=container_id, Created=now_string(), Path=config.Cmd[0],
-                              Args=list(config.Cmd[1:]), Config=config, State=State(),
+        command = (config.Entrypoint or []) + (config.Cmd or [])
+        container = Container(Id=container_id, Created=now_string(), Path=command[0],
+                              Args=command[1:], Config=config, State=State(),
                               Image=image.id, NetworkSettings=NetworkSettings(),
                               SysInitPath=lxc.SYSINIT, root=os.path.join(self.repository, container_id),
                               graph=self.graph, network=self.network)
@@ -200,7 +201,7 @@ class Runtime(Commands):
                 archive.untar(spool, layer)
         image = self.graph.create(fill_layer, comment=comment, parent=container.Image,
                                   container=container.Id,
-                                  container_config=dataclasses.asdict(container.Config))
+                                  container_config=config_record(container.Config))
         if repository:
             self.tags.set(repository, tag, image.id, force=True)
         return image
@@ -221,7 +222,7 @@ class Runtime(Commands):
             except urllib.error.HTTPError as e:
                 raise RuntimeError(f"Got HTTP status code >= 400: {e.code} {e.reason}") from None
         image = self.graph.create(fill_layer, comment=f"Imported from {source}",
-                                  container_config=dataclasses.asdict(Config()))
+                                  container_config=config_record(Config()))
         if repository:
             self.tags.set(repository, tag, image.id, force=True)
         return image

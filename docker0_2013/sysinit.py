@@ -1,6 +1,6 @@
 """The first code inside every container, and its PID 1: sysinit.go of 2013 (spec 5.9).
 
-    python3 sysinit.py -g GATEWAY [-u USER] -- PROGRAM [ARG...]
+    python3 sysinit.py -g GATEWAY [-u USER] [-w DIR] -- PROGRAM [ARG...]
 
 It sets the default route, drops the `container` variable, and runs PROGRAM
 as USER. Images need no Python: the host's interpreter is bind-mounted
@@ -23,7 +23,12 @@ Changed since 2013:
 - it is run by the host's Python, not as a copy of the daemon binary bind-mounted
   on /sbin/init (LXC 5 refuses mount targets reached through symlinks);
 - supplementary groups are cleared when switching user, so `-u daemon` does not
-  keep root's groups.
+  keep root's groups;
+- `-w DIR` (an image's WorkingDir) is created if missing, as Docker does, and
+  becomes the program's working directory;
+- the program gets the environment this process was started with, read from
+  /proc/self/environ: the interpreter's own start-up changes its copy (PEP 538
+  sets LC_CTYPE=C.UTF-8 when the locale is C), which must not leak.
 
 Every container start waits for this file, so it imports only the C modules
 that `os`, `ctypes`, `socket`, `struct` and `stat` are built on: the Python
@@ -94,16 +99,32 @@ def errno_text() -> str:
     return posix.strerror(_ctypes.get_errno())
 
 
-def parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
-    """`-g GATEWAY`, `-u USER`, then `--` and the program's argv."""
-    gateway = user = ""
+def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`-g GATEWAY`, `-u USER`, `-w DIR`, then `--` and the program's argv."""
+    flags = {"-g": "", "-u": "", "-w": ""}
     while argv and argv[0] != "--":
         flag = argv.pop(0)
-        if flag not in ("-g", "-u") or not argv:
+        if flag not in flags or not argv:
             fail(f"sysinit: bad argument {flag!r}")
-        value = argv.pop(0)
-        gateway, user = (value, user) if flag == "-g" else (gateway, value)
-    return gateway, user, argv[1:]
+        flags[flag] = argv.pop(0)
+    return flags, argv[1:]
+
+
+def initial_environment() -> dict[bytes, bytes]:
+    """The environment as exec'd, without `container`: not posix.environ, which
+    the interpreter's start-up has changed (PEP 538 locale coercion)."""
+    with open("/proc/self/environ", "rb") as f:
+        entries = [e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e]
+    return {k: v for k, v in entries if k not in (b"container", b"container_ttys")}
+
+
+def make_dirs(path: str) -> None:
+    """mkdir -p, as root inside the container (a WorkingDir the image lacks)."""
+    current = ""
+    for part in [p for p in path.split("/") if p]:
+        current += "/" + part
+        if not is_a(_stat.S_ISDIR, current):
+            posix.mkdir(current, 0o755)
 
 
 def add_default_route(gateway: str) -> None:
@@ -195,7 +216,7 @@ def catch_signals() -> None:
         _signal.signal(getattr(_signal, name), forward)
 
 
-def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None) -> None:
+def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None, workdir: str = "") -> None:
     """In the forked child: default signals, own session and terminal, the user, exec."""
     global child_of_init
     child_of_init = True
@@ -209,6 +230,11 @@ def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None)
         posix.setgroups([])
         posix.setgid(gid)
         posix.setuid(uid)
+    if workdir:
+        try:
+            posix.chdir(workdir)
+        except OSError as e:
+            fail(f"Unable to change to the working directory {workdir}: {e.strerror}")
     path = find_program(program[0], env.get(b"PATH", b"").decode())
     if path is None:
         fail(f"Unable to locate {program[0]}", 127)
@@ -249,7 +275,8 @@ def main(argv: list[str]) -> int:
     global child, status_fd
     if not argv:
         fail("You should not invoke docker-init manually")
-    gateway, user, program = parse_args(list(argv))
+    flags, program = parse_args(list(argv))
+    gateway, user, workdir = flags["-g"], flags["-u"], flags["-w"]
     if not program:
         fail("sysinit: no program given")
     status_fd = open_status()
@@ -259,19 +286,24 @@ def main(argv: list[str]) -> int:
             add_default_route(gateway)
         except OSError as e:
             fail(f"Unable to set up networking: {e}")
-    env = {k: v for k, v in posix.environ.items() if k not in (b"container", b"container_ttys")}
+    env = initial_environment()
     uid_gid = None
     if user:
         try:
             uid_gid = lookup_user(user)
         except (LookupError, ValueError) as e:
             fail(f"Unable to find user {user}: {e}")
+    if workdir:
+        try:
+            make_dirs(workdir)
+        except OSError as e:
+            fail(f"Unable to create the working directory {workdir}: {e.strerror}")
     if is_a(_stat.S_ISDIR, INIT_DIR):
         detach_host_files()
         drop_capabilities()
     pid = posix.fork()
     if pid == 0:
-        exec_program(program, env, uid_gid)
+        exec_program(program, env, uid_gid, workdir)
     child = pid
     leave(wait_for(pid))
 

@@ -59,6 +59,9 @@ def test_init_command_line():
 
 
 def test_sysinit_argument_parsing():
-    assert parse_args(["-g", "1.2.3.4", "-u", "root", "--", "ls", "-u"]) == ("1.2.3.4", "root", ["ls", "-u"])
+    assert parse_args(["-g", "1.2.3.4", "-u", "root", "--", "ls", "-u"]) == (
+        {"-g": "1.2.3.4", "-u": "root", "-w": ""}, ["ls", "-u"])
+    assert parse_args(["-g", "1.2.3.4", "-w", "/srv", "--", "pwd"]) == (
+        {"-g": "1.2.3.4", "-u": "", "-w": "/srv"}, ["pwd"])
     assert find_program("sh", "/nonexistent:/bin") == "/bin/sh"
     assert find_program("no-such-program", "/bin") is None

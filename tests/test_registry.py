@@ -402,7 +402,8 @@ def test_pull_image_pushed_by_another_client(world):
                                             f"docker://{name}").stdout)["config"]["digest"]
     assert top == config_digest.split(":")[1]
     assert chain[2] == hashlib.sha256(base).hexdigest()          # chain ID of layer 1 = its diff ID
-    assert world.image_json(top)["container_config"]["Cmd"] == ["/bin/sh", "-c", "cat /etc/motd"]
+    assert world.image_json(top)["container_config"]["Entrypoint"] == ["/bin/sh", "-c"]
+    assert world.image_json(top)["container_config"]["Cmd"] == ["cat /etc/motd"]
     assert world.image_json(top)["container_config"]["Env"] == SETTINGS["Env"]
     changes = world.layer(chain[1])
     assert sorted(os.listdir(os.path.join(changes, "etc"))) == [".wh.hostname", "motd"]
@@ -410,7 +411,8 @@ def test_pull_image_pushed_by_another_client(world):
     assert os.path.isfile(os.path.join(world.layer(chain[2]), "etc", "hostname"))
     # The image runs its own command, and the whiteouts hide the lower files.
     assert world.call("run", name) == "hello from layer 2\n"
-    assert world.call("run", name, "ls", "/etc", "/var") == "/etc:\ngroup\nmotd\npasswd\nresolv.conf\n\n/var:\n"
+    # A command replaces Cmd and keeps the Entrypoint (sh -c), as Docker does today.
+    assert world.call("run", name, "ls /etc /var") == "/etc:\ngroup\nmotd\npasswd\nresolv.conf\n\n/var:\n"
 
 
 def test_index_picks_this_platform_and_shared_layers_are_not_downloaded_again(world):
@@ -428,7 +430,8 @@ def test_index_picks_this_platform_and_shared_layers_are_not_downloaded_again(wo
     out = world.call("pull", f"{SERVER}/other/app:multi")
     assert "Error" not in out, out
     top = world.repositories()[f"{SERVER}/other/app"]["multi"]
-    assert world.image_json(top)["container_config"]["Cmd"] == ["/bin/sh", "-c", "cat /etc/motd"]
+    assert world.image_json(top)["container_config"]["Entrypoint"] == ["/bin/sh", "-c"]
+    assert world.image_json(top)["container_config"]["Cmd"] == ["cat /etc/motd"]
     # Pulling an image that is here already downloads nothing.
     gets = len(registry.blob_gets())
     again = world.call("pull", f"{SERVER}/other/app:multi")
@@ -675,3 +678,52 @@ def test_interrupted_pull_leaves_nothing(world):
     assert world.image_ids() == before
     assert f"{SERVER}/other/big" not in world.repositories()
     assert world.call("info").startswith("containers: ")
+
+
+IMAGE_CONFIG = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["env; id; pwd"],
+                "Env": ["PATH=/bin", "FOO=bar"], "User": "nobody", "WorkingDir": "/srv/app"}
+
+
+def test_oci_image_config_is_applied_inspected_and_pushed_back(world):
+    """Entrypoint + Cmd, Env, User and WorkingDir of an image another client pushed."""
+    registry = world.registry()
+    layout = Layout(os.path.join(world.tmp, "layout"))
+    layout.tag("v1", layout.image([(busybox_tar(), True)], IMAGE_CONFIG))
+    copy_in(world, layout, "v1", "other/configured")
+    name = f"{SERVER}/other/configured:v1"
+    assert "Error" not in world.call("pull", name)
+    # Without arguments: Entrypoint + Cmd, as nobody, in the (created) WorkingDir, with
+    # exactly the defaults plus the image's Env (its PATH replacing the default one;
+    # SHLVL and PWD are the shell's own).
+    assert world.call("run", name) == "SHLVL=1\nHOME=/\nPATH=/bin\nFOO=bar\nPWD=/srv/app\n" \
+        "uid=65534(nobody) gid=65534(nogroup)\n/srv/app\n"
+    # Arguments replace Cmd and keep the Entrypoint; -e and -u override by name.
+    out = world.call("run", "-e", "FOO=baz", "-e", "NEW=1", "-u", "root", name, "echo $FOO $NEW; id -u; pwd")
+    assert out == "baz 1\n0\n/srv/app\n"
+    cid = world.call("ps", "-a", "-q").split()[0]
+    record = json.loads(world.call("inspect", cid))
+    assert record["Path"] == "/bin/sh" and record["Args"] == ["-c", "echo $FOO $NEW; id -u; pwd"]
+    assert record["Config"]["Entrypoint"] == ["/bin/sh", "-c"]
+    assert record["Config"]["Env"] == ["PATH=/bin", "FOO=baz", "NEW=1"]
+    assert record["Config"]["User"] == "root" and record["Config"]["WorkingDir"] == "/srv/app"
+    image = json.loads(world.call("inspect", name))
+    assert {k: image["container_config"][k] for k in IMAGE_CONFIG} == IMAGE_CONFIG
+    # A commit keeps the image's config, with the container's own Cmd and Env (as Docker).
+    committed = f"{SERVER}/other/committed"
+    world.call("commit", cid, committed)
+    assert world.call("run", committed) == "baz 1\n0\n/srv/app\n"
+    # Pushed back by docker0: the registry holds the same config, so pull-push-pull keeps it.
+    pushed = f"{SERVER}/again/configured"
+    world.call("tag", name, pushed)
+    out = world.call("push", pushed)
+    assert "Error" not in out, out
+    config = json.loads(world.skopeo("inspect", "--config", "--tls-verify=false",
+                                     f"docker://{pushed}").stdout)["config"]
+    assert config == IMAGE_CONFIG
+    assert world.call("run", pushed, "pwd; echo $FOO") == "/srv/app\nbar\n"
+
+
+def test_imported_image_environment_is_exact(world):
+    """No LC_CTYPE (PEP 538) or other variable leaks from the init: the 2013 defaults only."""
+    assert world.call("run", "base", "env") == "HOME=/\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    assert world.call("run", "-e", "A=1", "base", "pwd") == "/\n"
