@@ -3,7 +3,7 @@
 Start, in one line each (spec 5.5): mount the layered root, allocate an IP and
 ports, write config.lxc, then run
 
-    sh -c 'read go; lxc-execute ... -- <sysinit> -g GW [-u USER] -- CMD...; echo $? > exit-code'
+    sh -c 'read go; sh -c "lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD..."; echo $? > exit-code'
 
 with the container's stdout and stderr going straight into its log files.
 
@@ -12,11 +12,13 @@ Changed since 2013, and why:
   follows those files. The container does not depend on the daemon's pipes, so
   a detached container outlives a daemon that is stopped or killed, and its
   later output still reaches `logs`;
-- the small `sh` wrapper writes lxc-execute's exit status to `exit-code`, so
+- the small `sh` wrapper writes the container's exit status to `exit-code`
+  (sysinit, the container's PID 1, reports it through `init-status`, since
+  `lxc-start -F` always exits 0: lxc.execute_command), so
   the status of a container that ended while the daemon was down is still
   known after a restart (2013 showed `Exit -127`, spec 4.6); `State.Pid` is
   that wrapper's PID;
-- the wrapper starts lxc-execute only after the daemon has saved the
+- the wrapper starts lxc-start only after the daemon has saved the
   container as running (it waits for a line on a pipe): a daemon killed in
   between leaves no container running behind a record that says it is not;
 - `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
@@ -272,7 +274,7 @@ class Container:
                                                dict(iface.port_mapping) or None)
 
     def spawn(self) -> tuple[subprocess.Popen, int]:
-        """Run lxc-execute under the exit-code wrapper, its output into the log files.
+        """Run lxc-start under the exit-code wrapper, its output into the log files.
 
         The wrapper first waits for a line on its stderr, which starts as a
         pipe; the caller writes that line (to the returned fd) once the
