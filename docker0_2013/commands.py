@@ -23,7 +23,7 @@ from .auth import AuthConfig, save_config
 from .changes import changes
 from .container import Config, apply_image_config
 from .flag import HELP_REQUESTED, FlagError, FlagSet
-from .utils import human_duration, json_pretty, parse_time, short_id, since, tabwrite
+from .utils import client_paced, human_duration, json_pretty, parse_time, short_id, since, tabwrite
 
 HELP = """Usage: docker COMMAND [arg...]
 
@@ -158,28 +158,11 @@ class Commands:
         if not names:
             raise ValueError("Not enough arguments")
         source, repository, tag = (names + ["", ""])[:3]
-        try:
-            image = await asyncio.to_thread(self.import_image, source, repository, tag,
-                                            stdin.blocking(), stdout.blocking())
-        except Exception:
-            if source == "-":
-                await self.discard_input(stdin)
-            raise
+        # On CLIENT_PACED: a client that stops sending holds a thread of its own
+        # pool until the stdin idle timeout, never one that `ps` or `run` needs.
+        image = await client_paced(self.import_image, source, repository, tag,
+                                   stdin.blocking(), stdout.blocking())
         stdout.write(short_id(image.id) + "\n")
-
-    @staticmethod
-    async def discard_input(stdin, idle: float = 30.0) -> None:
-        """Read what the client still sends, until it half-closes (or is idle for `idle` s).
-
-        A refused archive is usually not read to its end, and closing a socket
-        with unread input sends a reset, which can destroy the `Error:` line
-        before the client reads it.
-        """
-        try:
-            while await asyncio.wait_for(stdin.read(1 << 20), idle):
-                pass
-        except (asyncio.TimeoutError, ConnectionError):
-            pass
 
     async def CmdImages(self, stdin, stdout, *args: str) -> None:
         """Spec 3.7, with the "heads" fixed: an untagged image shows unless it is a parent.
@@ -501,7 +484,7 @@ class Commands:
                 await asyncio.to_thread(layers.mount_rootfs, self.graph, container.Image, container.rw,
                                         container.path("rw-work"), container.rootfs)
             try:
-                await asyncio.to_thread(tar_directory, container.rootfs, stdout.blocking())
+                await client_paced(tar_directory, container.rootfs, stdout.blocking())
             finally:
                 if mounted_here:     # 2013 left it mounted (spec 10.4 item 27)
                     await asyncio.to_thread(layers.unmount_rootfs, container.rootfs)

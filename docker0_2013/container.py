@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from . import graph as layers, lxc
-from .utils import ZERO_TIME, atomic_write, json_compact, now_string, short_id
+from .utils import ZERO_TIME, atomic_write, client_paced, json_compact, now_string, short_id
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -48,6 +48,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("docker0")
 STOP_TIMEOUT = 10.0
+
+
+class ClosedPipe(Exception):
+    """Go's io.ErrClosedPipe: the client ended its input to a container that keeps stdin open.
+
+    Not BrokenPipeError, which the server takes for a client that has left:
+    this one is reported to the client (spec 5.7).
+    """
 
 
 def _from_dict(cls, record: dict | None):
@@ -539,14 +547,14 @@ class Container:
             if fd is None:
                 return
             try:
-                await asyncio.to_thread(write_all, fd, data)
+                await client_paced(write_all, fd, data)     # paced by the container's reading
             except OSError:
                 return
         if self.Config.StdinOnce:
             self.close_stdin()
             await self.exited.wait()
         else:
-            raise BrokenPipeError("io: read/write on closed pipe")
+            raise ClosedPipe("io: read/write on closed pipe")
 
     def close_stdin(self) -> None:
         if self.Config.Tty and self.pty_master is not None:

@@ -37,7 +37,8 @@ module speaks what every registry speaks today, the distribution v2 / OCI API
   Basic with the stored credentials, or a bearer token fetched from the
   challenge's realm (anonymously when there are no credentials). 2013 sent
   Basic auth, even empty, on every request;
-- every registry operation runs in a thread of its own, so a slow registry
+- every registry operation runs on the bounded CLIENT_PACED threads, and every
+  HTTP exchange has a timeout, so a slow or silent registry
   never holds up other connections to the daemon.
 
 Not supported: Docker schema 1 manifests, zstd layers, cross-repository
@@ -45,7 +46,6 @@ blob mounts, pulling by digest (`name@sha256:...`).
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import bz2
 import gzip
@@ -58,7 +58,6 @@ import platform
 import re
 import shutil
 import tempfile
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -71,7 +70,7 @@ from .auth import AuthConfig
 from .container import IMAGE_SETTINGS, Config, config_record
 from .graph import TMP, Graph, Image
 from .tags import DEFAULT_TAG, TagStore, parse_repository_tag
-from .utils import ProgressReader, json_compact, now_string, parse_time
+from .utils import ProgressReader, client_paced, json_compact, now_string, parse_time
 
 HUB_REGISTRY = "registry-1.docker.io"
 HUB_NAMES = {"docker.io", "index.docker.io", "registry.docker.io", HUB_REGISTRY}
@@ -715,24 +714,10 @@ def check_login(server: str, credentials: AuthConfig) -> str:
 
 
 async def in_own_thread(function: Callable, *args):
-    """Run blocking registry work in a new thread of its own and await its result.
+    """Run blocking registry work on the CLIENT_PACED threads and await its result.
 
     Not the default executor: a handful of slow pulls would fill it and stall
-    every other command that uses it.
+    every other command that uses it. Every HTTP exchange has a timeout
+    (TIMEOUT), so a silent registry frees its thread.
     """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(result, error) -> None:
-        if not future.done():
-            future.set_exception(error) if error is not None else future.set_result(result)
-
-    def target() -> None:
-        try:
-            result = function(*args)
-        except BaseException as e:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, None, e)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-    threading.Thread(target=target, name=f"registry-{function.__name__}", daemon=True).start()
-    return await future
+    return await client_paced(function, *args)

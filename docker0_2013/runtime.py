@@ -11,7 +11,12 @@ Changed since 2013 (spec 4.2, DESIGN.md):
 - a malformed `.dockercfg` is ignored with a log line, not fatal;
 - a container directory is created and removed under a `:`-prefixed name and
   renamed, so a daemon killed midway leaves no record-less or half-deleted
-  container; start-up removes such leftovers.
+  container; start-up removes such leftovers;
+- start-up checks the host (cgroup hierarchies, overlayfs, the bridge) and
+  fails with one message naming what is missing; 2013 started anyway and
+  every `run` then failed with LXC's `Failed to setup cgroup limits`;
+- `import URL` has connect and read timeouts (URL_TIMEOUT): a server that
+  accepts and never answers does not hold a thread forever.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import asyncio
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import urllib.error
 import urllib.request
@@ -29,7 +35,7 @@ from .commands import Commands
 from .container import (Config, Container, NetworkSettings, State, config_record, process_alive,
                         read_exit_code)
 from .graph import Graph, Image
-from .network import NetworkManager
+from .network import NetworkManager, bridge_network
 from .tags import TagStore
 from .utils import ProgressReader, TruncIndex, generate_id, now_string, parse_time
 
@@ -37,6 +43,8 @@ DEFAULT_ROOT = "/var/lib/docker"
 DEFAULT_BRIDGE = "lxcbr0"
 HALF_DONE = ":"          # prefix of a container directory being created or removed; never an ID
 MODERN_DOCKER_MARKERS = ("image", "overlay2", "containerd", "buildkit", "swarm")
+CGROUP_ROOT = "/sys/fs/cgroup"
+URL_TIMEOUT = 60.0       # seconds an `import URL` waits for the connection or the next bytes
 
 log = logging.getLogger("docker0")
 
@@ -56,11 +64,60 @@ def check_not_modern_docker(root: str) -> None:
             f"docker0 will not touch it. Choose another root with -g, e.g. 'docker0 -d -g /var/lib/docker0'")
 
 
+def cgroup_hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The cgroup mounts LXC can use: v1 hierarchies below /sys/fs/cgroup, or v2 at it."""
+    found = []
+    with open(mountinfo) as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            point, fstype = fields.split()[4], rest.split()[0]
+            if (fstype == "cgroup" and point.startswith(CGROUP_ROOT + "/")) or \
+                    (fstype == "cgroup2" and point == CGROUP_ROOT):
+                found.append(point)
+    return found
+
+
+def has_overlayfs() -> bool:
+    """overlay in /proc/filesystems, after asking for the module if it is not there yet."""
+    def listed() -> bool:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1:] == ["overlay"] for line in f)
+    if listed():
+        return True
+    try:
+        subprocess.run(["modprobe", "-q", "overlay"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listed()
+
+
+def check_host(bridge: str) -> None:
+    """What every container needs, checked once at start (2013 found out at the first `run`).
+
+    One fatal error names everything that is missing.
+    """
+    missing = []
+    if not cgroup_hierarchies():
+        missing.append(f"no cgroup hierarchy is mounted at {CGROUP_ROOT} (neither cgroup v1 "
+                       f"hierarchies below it nor cgroup2 on it); LXC cannot run a container "
+                       f"without one. Mount them, e.g. 'mount -t cgroup2 none {CGROUP_ROOT}'")
+    if not has_overlayfs():
+        missing.append("the kernel does not support overlayfs ('overlay' is not in "
+                       "/proc/filesystems; try 'modprobe overlay')")
+    try:
+        bridge_network(bridge)
+    except RuntimeError as e:
+        missing.append(str(e))
+    if missing:
+        raise RuntimeError("This host cannot run containers: " + "; ".join(missing))
+
+
 class Runtime(Commands):
     def __init__(self, root: str = DEFAULT_ROOT, bridge: str = DEFAULT_BRIDGE) -> None:
         self.root = os.path.abspath(root)
         if os.path.isdir(self.root):
             check_not_modern_docker(self.root)
+        check_host(bridge)
         self.repository = os.path.join(self.root, "containers")
         os.makedirs(self.repository, 0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
@@ -215,12 +272,16 @@ class Runtime(Commands):
                 return archive.untar(stdin, layer)
             url = source if "://" in source else "http://" + source
             out.write(f"Downloading from {url}\n".encode())
-            try:
-                with urllib.request.urlopen(url) as response:
+            try:    # the timeout bounds the connect and every read: a silent server frees the thread
+                with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as response:
                     length = int(response.headers.get("Content-Length") or -1)
                     archive.untar(ProgressReader(response, length, lambda t: out.write(t.encode())), layer)
             except urllib.error.HTTPError as e:
                 raise RuntimeError(f"Got HTTP status code >= 400: {e.code} {e.reason}") from None
+            except urllib.error.URLError as e:
+                raise RuntimeError(f"Get {url}: {e.reason}") from None
+            except (TimeoutError, ConnectionError) as e:
+                raise RuntimeError(f"Get {url}: {e.strerror or e}") from None
         image = self.graph.create(fill_layer, comment=f"Imported from {source}",
                                   container_config=config_record(Config()))
         if repository:

@@ -10,12 +10,21 @@ array (`["ps","-a"]`) or plain words with shell quoting (`ps -a`), so a person
 can type into `nc 127.0.0.1 4242`. Bad lines (over 1 MiB, not UTF-8, not a
 list of strings) get an `Error:` line instead of crashing anything, and one
 asyncio loop serves every connection, so a blocked `wait` delays nobody.
+
+No client can hold the daemon: blocking code that reads a client's stdin
+(import) runs on the CLIENT_PACED threads (utils.py) and gives up with an
+`Error:` line when the client sends nothing for DOCKER0_STDIN_TIMEOUT seconds
+(default 60). After the reply, the server shuts down its writing side and
+reads and drops what the client still sends (a bounded amount, for a bounded
+time) before it closes: closing with unread input makes the kernel send a
+reset, which can destroy the `Error:` line before the client reads it.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import shlex
 
 from .commands import handler_name
@@ -23,7 +32,18 @@ from .flag import HELP_REQUESTED, FlagError, FlagSet
 
 MAX_LINE = 1 << 20          # a command line longer than 1 MiB is refused
 LINE_TIMEOUT = 60.0         # seconds a client may take to send its command line
+STDIN_TIMEOUT = float(os.environ.get("DOCKER0_STDIN_TIMEOUT") or 60)  # idle stdin of blocking work
+DRAIN_BYTES = 64 << 20      # after the reply: at most this much unread input is discarded,
+DRAIN_TIMEOUT = 5.0         # for at most this many seconds
 log = logging.getLogger("docker0")
+
+
+class IdleClient(Exception):
+    """The client sent no input for STDIN_TIMEOUT seconds to blocking work that waits for it.
+
+    Not an OSError (TimeoutError is one): file code that wraps OSErrors in
+    its own messages lets this one through to the `Error:` line unchanged.
+    """
 
 
 class Stdout:
@@ -63,11 +83,21 @@ class Stdin:
     async def read(self, size: int = 1 << 16) -> bytes:
         return await self.reader.read(size)
 
+    async def read_or_time_out(self, size: int) -> bytes:
+        try:
+            return await asyncio.wait_for(self.reader.read(size), STDIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise IdleClient(f"no input from the client for {STDIN_TIMEOUT:g} seconds") from None
+
     def read_from_thread(self, size: int = 1 << 16) -> bytes:
-        """A blocking read() for code running in a worker thread (tarfile, say)."""
+        """A blocking read() for code running in a worker thread (tarfile, say).
+
+        A client that sends nothing for STDIN_TIMEOUT seconds ends the read
+        with IdleClient, so it cannot hold the thread forever.
+        """
         if size is None or size < 0:
             size = 1 << 16
-        return asyncio.run_coroutine_threadsafe(self.read(size), self.loop).result()
+        return asyncio.run_coroutine_threadsafe(self.read_or_time_out(size), self.loop).result()
 
     def blocking(self) -> "ThreadStdin":
         """A file-like view for blocking code in a worker thread (tarfile, say)."""
@@ -159,6 +189,7 @@ class Server:
         try:
             await self.run_one(reader, stdout)
             await stdout.drain()
+            await self.finish(reader, writer)
         except (ConnectionError, BrokenPipeError):
             pass
         finally:
@@ -167,6 +198,24 @@ class Server:
                 await writer.wait_closed()
             except (ConnectionError, BrokenPipeError):
                 pass
+
+    @staticmethod
+    async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Half-close, then drop the client's unread input (bounded) so no reset eats the reply."""
+        if not writer.can_write_eof() or reader.at_eof():
+            return
+        writer.write_eof()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT
+        dropped = 0
+        try:
+            while dropped < DRAIN_BYTES and (left := deadline - loop.time()) > 0:
+                data = await asyncio.wait_for(reader.read(1 << 20), left)
+                if not data:
+                    return
+                dropped += len(data)
+        except asyncio.TimeoutError:
+            pass
 
     async def run_one(self, reader: asyncio.StreamReader, stdout: Stdout) -> None:
         try:

@@ -8,15 +8,75 @@ Go's time format, Go's JSON escaping and text/tabwriter (spec appendices B-D).
 Changed since 2013: files are written atomically (temp file, fsync, rename),
 because the 2013 truncate-then-write could lose the tag store (spec 10.2);
 TruncIndex is a sorted list searched with bisect instead of one long string.
+Goroutines were cheap and Python threads are not, so blocking work that a
+client paces (its stdin, its reading of our output, a remote server) runs on
+a bounded pool of its own, CLIENT_PACED, and never fills asyncio's default
+executor, which the quick commands and `run`'s set-up use.
 """
 from __future__ import annotations
 
+import asyncio
 import bisect
+import concurrent.futures
 import datetime as dt
 import json
 import os
+import queue
 import re
+import threading
 from typing import Iterable
+
+# -- Threads --------------------------------------------------------------------
+
+
+class PacedPool:
+    """At most `size` daemon threads for work whose speed a peer decides.
+
+    A client's upload, a client reading an export, an HTTP server, a
+    container reading its stdin: a stalled peer holds one of these threads
+    (until its idle timeout), while asyncio's default executor, sized for
+    the CPU, stays free for the quick commands. Daemon threads, unlike a
+    ThreadPoolExecutor's, do not hold up the daemon's exit.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size, self.name = size, name
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads = self.idle = 0
+
+    def submit(self, function, *args) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.jobs.put((future, function, args))
+        with self.lock:
+            if self.idle <= 0 and self.threads < self.size:
+                self.threads += 1
+                threading.Thread(target=self.work, name=f"{self.name}-{self.threads}",
+                                 daemon=True).start()
+            else:
+                self.idle -= 1      # an idle thread (or the next one free) takes it
+        return future
+
+    def work(self) -> None:
+        while True:
+            future, function, args = self.jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function(*args))
+                except BaseException as e:  # handed to the awaiting coroutine
+                    future.set_exception(e)
+            del future, function, args
+            with self.lock:
+                self.idle += 1
+
+
+CLIENT_PACED = PacedPool(32, "client-paced")
+
+
+async def client_paced(function, *args):
+    """`asyncio.to_thread` for peer-paced work: run it on CLIENT_PACED."""
+    return await asyncio.wrap_future(CLIENT_PACED.submit(function, *args))
+
 
 # -- IDs ----------------------------------------------------------------------
 
