@@ -35,12 +35,16 @@ class Netns:
     def __init__(self, bridge: str | None = "lxcbr0", address: str = "10.0.3.1/24") -> None:
         self.name = "d0t-" + secrets.token_hex(4)
         run("ip", "netns", "add", self.name)
-        self.exec("ip", "link", "set", "lo", "up")
-        if bridge:
-            self.exec("ip", "link", "add", bridge, "type", "bridge")
-            self.exec("ip", "addr", "add", address, "dev", bridge)
-            self.exec("ip", "link", "set", bridge, "up")
-            self.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        try:
+            self.exec("ip", "link", "set", "lo", "up")
+            if bridge:
+                self.exec("ip", "link", "add", bridge, "type", "bridge")
+                self.exec("ip", "addr", "add", address, "dev", bridge)
+                self.exec("ip", "link", "set", bridge, "up")
+                self.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        except BaseException:        # a set-up that fails half way leaves no namespace
+            self.destroy()
+            raise
 
     def exec(self, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
         return run("ip", "netns", "exec", self.name, *cmd, check=check, **kw)
@@ -83,8 +87,11 @@ class Netns:
         return found
 
     def destroy(self) -> None:
-        kill_until_gone(self.pids)
-        run("ip", "netns", "del", self.name, check=False)
+        try:
+            if os.path.exists(f"/run/netns/{self.name}"):
+                kill_until_gone(self.pids)
+        finally:
+            run("ip", "netns", "del", self.name, check=False)
 
 
 def kill_until_gone(find_pids) -> None:
@@ -148,27 +155,36 @@ def unmount_below(path: str) -> None:
 
 
 class Daemon:
-    """A real `docker0 -d` in a private namespace, under a temporary root."""
+    """A real `docker0 -d` in a private namespace, under a temporary root.
+
+    cgroups="host" mounts the host's cgroup hierarchies in the daemon's mount
+    namespace (cgroup_mounts_script); "none" leaves /sys/fs/cgroup as `ip
+    netns exec` makes it: empty. `env` is added to the daemon's environment.
+    """
 
     def __init__(self, netns: Netns | None = None, root: str | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
-        self.netns = netns or Netns()
-        self.own_root = root is None
-        self.root = root or tempfile.mkdtemp(prefix="docker0-test-")
-        self.log_path = os.path.join(tempfile.gettempdir(), f"{self.netns.name}.log")
-        self.extra = extra
-        self.proc: subprocess.Popen | None = None
-        try:
+                 extra: tuple[str, ...] = (), cgroups: str = "host",
+                 env: dict[str, str] | None = None) -> None:
+        self.netns, self.root, self.own_root = netns, root, root is None
+        self.log_path = self.log = self.proc = None
+        self.extra, self.cgroups, self.env = extra, cgroups, env
+        try:                         # a set-up that fails at any step leaves nothing
+            self.netns = netns or Netns()
+            self.root = root or tempfile.mkdtemp(prefix="docker0-test-")
+            self.log_path = os.path.join(tempfile.gettempdir(), f"{self.netns.name}.log")
             self.start()
-        except BaseException:        # a daemon that failed to start leaves nothing either
+        except BaseException:
             self.destroy()
             raise
 
     def start(self, wait: bool = True) -> None:
         self.log = open(self.log_path, "ab")
-        self.proc = self.netns.popen("sh", "-c", cgroup_mounts_script(), "sh",
+        mounts = cgroup_mounts_script() if self.cgroups == "host" else 'exec "$@"'
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = self.netns.popen("sh", "-c", mounts, "sh",
                                      PYTHON, "-m", "docker0_2013", "-d", "-g", self.root,
-                                     *self.extra, stdout=self.log, stderr=self.log, cwd=REPO)
+                                     *self.extra, stdout=self.log, stderr=self.log, cwd=REPO,
+                                     env=env)
         if wait:
             self.wait_ready()
 
@@ -190,10 +206,13 @@ class Daemon:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """End the daemon process (the one we started, by PID)."""
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            self.proc.wait(10)
-        self.log.close()
+        try:
+            if self.proc and self.proc.poll() is None:
+                os.kill(self.proc.pid, sig)
+                self.proc.wait(10)
+        finally:
+            if self.log:
+                self.log.close()
 
     def restart(self) -> None:
         self.kill(signal.SIGKILL)
@@ -223,15 +242,21 @@ class Daemon:
                               timeout=timeout, cwd=REPO, env=env)
 
     def destroy(self) -> None:
+        """Undo what set-up got to, each step even when an earlier one failed."""
         try:
             self.kill()
         finally:
-            kill_rooted_below(self.root)
-            self.netns.destroy()
-            unmount_below(self.root)
-            if self.own_root:
-                shutil.rmtree(self.root, ignore_errors=True)
             try:
-                os.unlink(self.log_path)
-            except FileNotFoundError:
-                pass
+                if self.root:
+                    kill_rooted_below(self.root)
+            finally:
+                try:
+                    if self.netns:
+                        self.netns.destroy()
+                finally:
+                    if self.root:
+                        unmount_below(self.root)
+                        if self.own_root:
+                            shutil.rmtree(self.root, ignore_errors=True)
+                    if self.log_path and os.path.exists(self.log_path):
+                        os.unlink(self.log_path)
