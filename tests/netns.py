@@ -101,14 +101,20 @@ def kill_until_gone(find_pids) -> None:
         time.sleep(0.1)
 
 
-def cgroup_mounts_script() -> str:
+def cgroup_mounts_script(cgroups: str = "host") -> str:
     """Shell commands that mount the host's cgroup hierarchies again.
 
     `ip netns exec` mounts a fresh /sys for the namespace (LXC needs its
     /sys/class/net), which hides /sys/fs/cgroup; without it LXC cannot apply
     any cgroup limit. Mounting the same hierarchies again (in the private
     mount namespace `ip netns exec` made) brings them back.
+
+    cgroups="v2" mounts only the cgroup2 hierarchy, at /sys/fs/cgroup: the
+    layout of a cgroup v2 host (Debian 12 on), whatever this host has. Its
+    controllers are those the host has not bound to a v1 hierarchy.
     """
+    if cgroups == "v2":
+        return 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
     commands = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -151,7 +157,8 @@ class Daemon:
     """A real `docker0 -d` in a private namespace, under a temporary root."""
 
     def __init__(self, netns: Netns | None = None, root: str | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), cgroups: str = "host") -> None:
+        self.cgroups = cgroups          # "host": the host's hierarchies; "v2": cgroup2 only
         self.netns = netns or Netns()
         self.own_root = root is None
         self.root = root or tempfile.mkdtemp(prefix="docker0-test-")
@@ -166,7 +173,7 @@ class Daemon:
 
     def start(self, wait: bool = True) -> None:
         self.log = open(self.log_path, "ab")
-        self.proc = self.netns.popen("sh", "-c", cgroup_mounts_script(), "sh",
+        self.proc = self.netns.popen("sh", "-c", cgroup_mounts_script(self.cgroups), "sh",
                                      PYTHON, "-m", "docker0_2013", "-d", "-g", self.root,
                                      *self.extra, stdout=self.log, stderr=self.log, cwd=REPO)
         if wait:
