@@ -21,8 +21,12 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 - the environment is set with `lxc.environment` lines, since LXC 5 gives the
   init an empty environment;
 - memory limits use cgroup v1 or v2 keys, whichever the host has, and the
-  memsw line is only written where the kernel has swap accounting (2013's
-  start failed there);
+  swap line is only written where the kernel has swap accounting (2013's
+  start failed there); on a cgroup v2 layout without a memory controller
+  (a v1 hierarchy holds it) `-m` is refused, not silently dropped, and the
+  pids limit is left out with a log line (LXC would refuse to start). LXC
+  itself enables v2 controllers down to the container (cgroup.subtree_control),
+  and applies the device policy as a BPF program there;
 - `lxc.autodev = 1`: LXC fills /dev, so images need no device nodes.
 """
 from __future__ import annotations
@@ -98,8 +102,8 @@ def swap_accounting() -> bool:
 
 def check_memory_limit(memory: int) -> None:
     """Refuse -m where no cgroup could apply it: on a cgroup v2 host whose memory
-    controller is bound to a v1 hierarchy, or disabled (2013 dropped the limit
-    with a warning; a limit asked for and silently not applied is worse)."""
+    controller is bound to a v1 hierarchy, or disabled. 2013's lxc-start failed
+    there; checked at create, the refusal leaves no container behind."""
     if memory and cgroup_v2_only() and "memory" not in v2_controllers():
         available = " ".join(v2_controllers()) or "none"
         raise RuntimeError("Your kernel does not support memory limit capabilities: cgroup v2 has no "
