@@ -143,6 +143,36 @@ def kill_rooted_below(path: str) -> None:
     kill_until_gone(rooted)
 
 
+def remove_container_cgroups(root: str) -> None:
+    """rmdir the cgroups LXC made for the containers under `root` (lxc.payload.<ID>,
+    lxc.monitor.<ID>) in every hierarchy: a daemon ended with its containers
+    running leaves them, since its lxc-start monitors were killed too."""
+    try:
+        ids = [name.lstrip(":").split("-")[-1] for name in os.listdir(os.path.join(root, "containers"))]
+    except OSError:
+        return
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4] for line in f if line.partition(" - ")[2].split()[0] in ("cgroup", "cgroup2")}
+    found = []
+    for point in points:
+        try:
+            found += [os.path.join(point, name) for name in os.listdir(point)
+                      if name.startswith(("lxc.payload.", "lxc.monitor.")) and name.split(".", 2)[2] in ids]
+        except OSError:
+            pass
+    for _ in range(20):              # the last processes may take a moment to leave
+        for top in found:
+            for directory, _, _ in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass
+        found = [top for top in found if os.path.isdir(top)]
+        if not found:
+            return
+        time.sleep(0.1)
+
+
 def unmount_below(path: str) -> None:
     path = os.path.realpath(path)
     with open("/proc/mounts") as f:
@@ -235,6 +265,7 @@ class Daemon:
         finally:
             kill_rooted_below(self.root)
             self.netns.destroy()
+            remove_container_cgroups(self.root)
             unmount_below(self.root)
             if self.own_root:
                 shutil.rmtree(self.root, ignore_errors=True)
