@@ -70,8 +70,11 @@ def test_run_on_a_cgroup2_host(d2):
     assert d2.call("run", "base", "echo", "hi") == "hi\n"
     assert d2.call("run", "base", "sh", "-c", "exit 3") == ""
     assert d2.call("ps", "-a", "-q").count("\n") == 2
-    cid = run_detached(d2, "base", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 1000 & done; wait")
+    cid = run_detached(d2, "base", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 1000 & done; echo ready; wait")
     long_id = full_id(d2, cid)
+    deadline = time.monotonic() + 30
+    while d2.call("logs", cid) != "ready\n" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert v2_shell(d2, f"cat /sys/fs/cgroup{payload_cgroup(d2, cid)}/cgroup.procs").count("\n") >= 9
     assert v2_cgroups_of(d2, long_id)
     assert d2.call("kill", cid) == ""
