@@ -21,8 +21,12 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 - the environment is set with `lxc.environment` lines, since LXC 5 gives the
   init an empty environment;
 - memory limits use cgroup v1 or v2 keys, whichever the host has, and the
-  memsw line is only written where the kernel has swap accounting (2013's
-  start failed there);
+  swap line is only written where the kernel has swap accounting (2013's
+  start failed there); on a cgroup v2 layout without a memory controller
+  (a v1 hierarchy holds it) `-m` is refused, not silently dropped, and the
+  pids limit is left out with a log line (LXC would refuse to start). LXC
+  itself enables v2 controllers down to the container (cgroup.subtree_control),
+  and applies the device policy as a BPF program there;
 - `lxc.autodev = 1`: LXC fills /dev, so images need no device nodes.
 """
 from __future__ import annotations
@@ -67,15 +71,55 @@ MASKED_DIRS = ("proc/acpi", "proc/scsi", "sys/firmware", "sys/devices/virtual/po
 READ_ONLY = ("proc/irq", "proc/bus", "proc/fs")
 STATUS_FILE = "init-status"           # in the container's directory: the init writes its exit status
 APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
+CGROUP_ROOT = "/sys/fs/cgroup"
 _said: set[str] = set()
 
 
 def cgroup_v2_only() -> bool:
-    return not os.path.isdir("/sys/fs/cgroup/memory") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    """Is /sys/fs/cgroup the cgroup2 hierarchy itself (as LXC sees it), not v1 or hybrid?"""
+    return not os.path.isdir(f"{CGROUP_ROOT}/memory") and os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers")
+
+
+def v2_controllers() -> list[str]:
+    """The controllers cgroup2 has here: those no v1 hierarchy holds. LXC enables
+    them down to each container's cgroup (cgroup.subtree_control) itself."""
+    try:
+        with open(f"{CGROUP_ROOT}/cgroup.controllers") as f:
+            return f.read().split()
+    except OSError:
+        return []
 
 
 def swap_accounting() -> bool:
-    return os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+    if cgroup_v2_only():       # memory.swap.max: a kernel with swap, not booted swapaccount=0
+        try:
+            with open("/proc/cmdline") as f:
+                return os.path.exists("/proc/swaps") and "swapaccount=0" not in f.read().split()
+        except OSError:
+            return False
+    return os.path.exists(f"{CGROUP_ROOT}/memory/memory.memsw.limit_in_bytes")
+
+
+def check_memory_limit(memory: int) -> None:
+    """Refuse -m where no cgroup could apply it: on a cgroup v2 host whose memory
+    controller is bound to a v1 hierarchy, or disabled. 2013's lxc-start failed
+    there; checked at create, the refusal leaves no container behind."""
+    if memory and cgroup_v2_only() and "memory" not in v2_controllers():
+        available = " ".join(v2_controllers()) or "none"
+        raise RuntimeError("Your kernel does not support memory limit capabilities: cgroup v2 has no "
+                           f"memory controller on this host (its controllers: {available})")
+
+
+def pids_limit_lines(cgroup: str, v2: bool) -> list[str]:
+    """The pids limit, where there is a pids controller to apply it. Without one
+    (cgroup v2 whose pids controller a v1 hierarchy holds), LXC would refuse to
+    start at all; containers run unlimited, and `kill` still ends a fork bomb
+    through cgroup.kill, which needs no controller."""
+    if v2 and "pids" not in v2_controllers():
+        say_once(f"cgroup v2 has no pids controller on this host: containers run without "
+                 f"their pids limit of {PIDS_MAX}")
+        return []
+    return [f"{cgroup}.pids.max = {PIDS_MAX}"]
 
 
 def check_value(name: str, value: str) -> str:
@@ -119,7 +163,7 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
         "lxc.autodev = 1",
         f"{cgroup}.devices.deny = a",
         *(f"{cgroup}.devices.allow = {d}" for d in ALLOWED_DEVICES),
-        f"{cgroup}.pids.max = {PIDS_MAX}",
+        *pids_limit_lines(cgroup, v2),
         *isolation_lines(),
         f"lxc.mount.entry = {home}/resolv.conf etc/resolv.conf none bind,ro,nosuid,nodev,noexec,create=file 0 0",
         f"lxc.mount.entry = /usr {INIT_DIR[1:]}/usr none bind,ro,nosuid,nodev,create=dir 0 0",
@@ -128,9 +172,10 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
         *(f"lxc.environment = {check_value('environment variable', e)}" for e in env),
     ]
     if memory:
+        check_memory_limit(memory)
         if v2:
             lines += [f"lxc.cgroup2.memory.max = {memory}", f"lxc.cgroup2.memory.low = {memory}"]
-            if memory_swap >= 0:
+            if memory_swap >= 0 and swap_accounting():
                 lines.append(f"lxc.cgroup2.memory.swap.max = {memory}")
         else:
             lines += [f"lxc.cgroup.memory.limit_in_bytes = {memory}",

@@ -203,6 +203,7 @@ class Runtime(Commands):
     def create(self, config: Config) -> Container:
         """A new stopped container (spec 4.3); nothing is mounted or allocated yet."""
         image = self.tags.lookup_image(config.Image)
+        lxc.check_memory_limit(config.Memory)
         container_id = generate_id()
         config.Hostname = config.Hostname or container_id[:12]
         command = (config.Entrypoint or []) + (config.Cmd or [])

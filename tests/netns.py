@@ -108,14 +108,20 @@ def kill_until_gone(find_pids) -> None:
         time.sleep(0.1)
 
 
-def cgroup_mounts_script() -> str:
+def cgroup_mounts_script(cgroups: str = "host") -> str:
     """Shell commands that mount the host's cgroup hierarchies again.
 
     `ip netns exec` mounts a fresh /sys for the namespace (LXC needs its
     /sys/class/net), which hides /sys/fs/cgroup; without it LXC cannot apply
     any cgroup limit. Mounting the same hierarchies again (in the private
     mount namespace `ip netns exec` made) brings them back.
+
+    cgroups="v2" mounts only the cgroup2 hierarchy, at /sys/fs/cgroup: the
+    layout of a cgroup v2 host (Debian 12 on), whatever this host has. Its
+    controllers are those the host has not bound to a v1 hierarchy.
     """
+    if cgroups == "v2":
+        return 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
     commands = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -144,6 +150,36 @@ def kill_rooted_below(path: str) -> None:
     kill_until_gone(rooted)
 
 
+def remove_container_cgroups(root: str) -> None:
+    """rmdir the cgroups LXC made for the containers under `root` (lxc.payload.<ID>,
+    lxc.monitor.<ID>) in every hierarchy: a daemon ended with its containers
+    running leaves them, since its lxc-start monitors were killed too."""
+    try:
+        ids = [name.lstrip(":").split("-")[-1] for name in os.listdir(os.path.join(root, "containers"))]
+    except OSError:
+        return
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4] for line in f if line.partition(" - ")[2].split()[0] in ("cgroup", "cgroup2")}
+    found = []
+    for point in points:
+        try:
+            found += [os.path.join(point, name) for name in os.listdir(point)
+                      if name.startswith(("lxc.payload.", "lxc.monitor.")) and name.split(".", 2)[2] in ids]
+        except OSError:
+            pass
+    for _ in range(20):              # the last processes may take a moment to leave
+        for top in found:
+            for directory, _, _ in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass
+        found = [top for top in found if os.path.isdir(top)]
+        if not found:
+            return
+        time.sleep(0.1)
+
+
 def unmount_below(path: str) -> None:
     path = os.path.realpath(path)
     with open("/proc/mounts") as f:
@@ -159,7 +195,7 @@ class Daemon:
 
     cgroups="host" mounts the host's cgroup hierarchies in the daemon's mount
     namespace (cgroup_mounts_script); "none" leaves /sys/fs/cgroup as `ip
-    netns exec` makes it: empty. `env` is added to the daemon's environment.
+    netns exec` makes it: empty; "v2" mounts only cgroup2 there. `env` is added to the daemon's environment.
     """
 
     def __init__(self, netns: Netns | None = None, root: str | None = None,
@@ -179,7 +215,7 @@ class Daemon:
 
     def start(self, wait: bool = True) -> None:
         self.log = open(self.log_path, "ab")
-        mounts = cgroup_mounts_script() if self.cgroups == "host" else 'exec "$@"'
+        mounts = 'exec "$@"' if self.cgroups == "none" else cgroup_mounts_script(self.cgroups)
         env = {**os.environ, **self.env} if self.env else None
         self.proc = self.netns.popen("sh", "-c", mounts, "sh",
                                      PYTHON, "-m", "docker0_2013", "-d", "-g", self.root,
@@ -255,6 +291,7 @@ class Daemon:
                         self.netns.destroy()
                 finally:
                     if self.root:
+                        remove_container_cgroups(self.root)
                         unmount_below(self.root)
                         if self.own_root:
                             shutil.rmtree(self.root, ignore_errors=True)
