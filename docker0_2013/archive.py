@@ -374,19 +374,26 @@ class Unpacker:
     def open_parent(self, parts: list[str], entry: str, create: bool = True) -> int:
         """An fd of the directory `parts` (creating missing ones), never through a symlink.
 
-        Opened from the last one when it is below it (tar lists parents first), so a
-        deep tree costs one open per entry, not one per level of each entry.
+        Reached from the last one (up by "..", then down) when that is nearer than
+        the root, so a deep tree costs an open or two per entry, not one per level.
         """
         key = tuple(parts)
         if self.cached and self.cached[0] == key:
             return self.cached[1]
-        start = 0
-        if self.cached and key[:len(self.cached[0])] == self.cached[0]:
-            start, fd = len(self.cached[0]), self.cached[1]
+        start = len(os.path.commonprefix([self.cached[0], key])) if self.cached else 0
+        if start and len(self.cached[0]) - start < start:
+            fd, ups = self.cached[1], len(self.cached[0]) - start
             self.cached = None
+            try:
+                for _ in range(ups):
+                    fd, parent = os.open("..", DIR_FLAGS, dir_fd=fd), fd
+                    os.close(parent)
+            except BaseException:
+                os.close(fd)
+                raise
         else:
             self.forget_parent()
-            fd = os.dup(self.root_fd)
+            start, fd = 0, os.dup(self.root_fd)
         try:
             for i, part in enumerate(parts[start:], start):
                 try:
