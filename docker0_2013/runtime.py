@@ -12,9 +12,10 @@ Changed since 2013 (spec 4.2, DESIGN.md):
 - a container directory is created and removed under a `:`-prefixed name and
   renamed, so a daemon killed midway leaves no record-less or half-deleted
   container; start-up removes such leftovers;
-- start-up never fails on what a previous run left: a container whose
-  record cannot be read, and a leftover that cannot be removed (immutable,
-  a bind mount below it), is logged and moved to `ROOT/quarantine/`.
+- start-up never fails on what a previous run left: a container record or
+  a `repositories` file that cannot be read, and a leftover that cannot be
+  removed (immutable, a bind mount below it), is logged and moved to
+  `ROOT/quarantine/`.
 """
 from __future__ import annotations
 
@@ -69,7 +70,11 @@ class Runtime(Commands):
         os.makedirs(self.repository, 0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.graph = Graph(os.path.join(self.root, "graph"), self.quarantine)
-        self.tags = TagStore(os.path.join(self.root, "repositories"), self.graph)
+        try:
+            self.tags = TagStore(os.path.join(self.root, "repositories"), self.graph)
+        except RuntimeError as e:        # unreadable: set aside, start with no tags
+            set_aside(os.path.join(self.root, "repositories"), self.quarantine, e)
+            self.tags = TagStore(os.path.join(self.root, "repositories"), self.graph)
         self.network = NetworkManager(bridge)
         self.auth = load_config(self.root)
         self.containers: dict[str, Container] = {}
