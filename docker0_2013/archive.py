@@ -32,6 +32,10 @@ attributes (PAX `SCHILY.xattr.*`, as GNU tar and bsdtar write them), except
 Errors say what went wrong in words instead of 2013's `exit status N:
 <bsdtar output>`.
 
+Any depth: unpacking reaches each entry's directory from the last one by
+fd, and packing walks by fd (utils.walk_tree), so trees whose paths are
+longer than PATH_MAX go in and out (bsdtar named files by their paths).
+
 Whiteouts: stored layers use the AUFS convention, `.wh.<name>` files and
 `.wh..wh..opq` for a directory that hides what is below it. A container's
 rw directory is an overlayfs upper dir, where a deletion is a 0/0 character

@@ -21,7 +21,10 @@ Changed since 2013:
 - an untouched directory (one overlay copied up because something inside
   changed) is recognised by its mode, owner and modification time; 2013
   also compared the size, which differs between file systems, and ignored
-  the owner.
+  the owner;
+- no path is built: rw is walked by directory fd and each layer is followed
+  along with it (utils.walk_tree, Mirror), so a tree deeper than PATH_MAX
+  is diffed too (2013's filepath.Walk failed there).
 """
 from __future__ import annotations
 

@@ -19,10 +19,11 @@ Changed since 2013:
   `.wh..wh..opq` became the `trusted.overlay.opaque` attribute of its
   directory, and AUFS's own `.wh..wh.*` metadata is left out. Mounts stack
   the twin; the layer itself stays as it was imported, for diff, push and
-  history. Built inside the staging directory, the twin is published with
-  the image by the same rename. 2013's mount-time "whiteout replay" (spec
-  5.3 step 6), a workaround for AUFS, is not needed: deletions in every
-  layer take effect, not only the top one's;
+  history. Built inside the staging directory (both trees walked by
+  directory fd, so at any depth), the twin is published with the image by
+  the same rename. 2013's mount-time "whiteout replay" (spec 5.3 step 6),
+  a workaround for AUFS, is not needed: deletions in every layer take
+  effect, not only the top one's;
 - mount(2) is called directly, not the `mount` program (2 ms less for
   every container start); an image with more layers than fit in the one
   page of mount options gets them through short symlinks (`0`, `1`, ...) in
@@ -83,6 +84,7 @@ class Graph:
         self.root = root
         self.tmp = os.path.join(root, TMP)
         self.quarantine = quarantine or os.path.join(os.path.dirname(root), "quarantine")
+        os.makedirs(root, 0o700, exist_ok=True)
         os.makedirs(self.tmp, 0o700, exist_ok=True)
         for name in os.listdir(self.tmp):               # what a crash left half-written
             remove_or_set_aside(os.path.join(self.tmp, name), self.quarantine)

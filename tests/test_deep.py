@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -21,6 +22,8 @@ import signal
 import subprocess
 import tarfile
 import tempfile
+import threading
+import time
 
 import pytest
 
@@ -149,10 +152,18 @@ def make_deep(path: str) -> None:
 
 def test_a_killed_daemon_starts_again_on_deep_leftovers(d):
     cid, _ = run(d, "base", MAKE)
-    d.kill(signal.SIGKILL)
+    def remove() -> None:
+        with contextlib.suppress(OSError):  # the daemon dies under it
+            d.call("rm", cid)
+    remover = threading.Thread(target=remove)
+    remover.start()
+    time.sleep(0.2)
+    d.kill(signal.SIGKILL)                  # by PID, most likely mid-rm
+    remover.join()
     containers = os.path.join(d.root, "containers")
-    cid = full_id(d, cid)
-    os.rename(os.path.join(containers, cid), os.path.join(containers, ":rm-" + cid))  # killed mid-rm
+    for name in os.listdir(containers):
+        if not name.startswith(":"):        # killed before rm's rename: leave what comes after it
+            os.rename(os.path.join(containers, name), os.path.join(containers, ":rm-" + name))
     make_deep(os.path.join(d.root, "graph", ":tmp:", "rmi-x", "0" * 64, "layer"))   # killed mid-rmi
     make_deep(os.path.join(d.root, "graph", ":tmp:", "1" * 64, "layer"))            # mid-import
     d.start()
