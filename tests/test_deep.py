@@ -1,16 +1,18 @@
 """Deep trees and what a dead daemon leaves (issue 13), on a live daemon.
 
 - A 1,500-level directory tree, made in a container (`mkdir -p abc/...;
-  cd -P abc/...` in a loop) and imported from a tarball, is run, diffed, committed,
-  exported, removed and its image deleted. Its paths (6,000 bytes) are
-  longer than PATH_MAX, and deeper than Python recurses: no `:rm-` or
-  `:tmp:` leftover stays.
-- A daemon killed with SIGKILL after leaving such leftovers starts again on
+  cd -P abc/...` in a loop) and imported from a tarball, is run, diffed,
+  committed, exported, removed and its image deleted. Its paths (6,000
+  bytes) are longer than PATH_MAX, and deeper than Python recurses: no
+  `:rm-` or `:tmp:` leftover stays.
+- A daemon killed with SIGKILL mid-rm, with such leftovers, starts again on
   that root and removes them.
 - A daemon started on a root with a corrupt config.json, a record-less
   (half-removed) container, an unparsable image JSON and leftovers it cannot
   remove (an immutable file; a bind mount below, whose files stay) serves
   and lists the rest; what it could not use is in ROOT/quarantine/.
+- walk_tree and remove_tree by themselves: past PATH_MAX, and refusing a
+  tree with a mount below it.
 """
 from __future__ import annotations
 
@@ -215,3 +217,30 @@ def test_start_up_sets_aside_what_it_cannot_use(d, base_tar):
                 subprocess.run(["umount", "-l", parent], capture_output=True)
         subprocess.run(["chattr", "-R", "-i", root], capture_output=True)
         remove_tree(outside)
+
+
+def test_walk_and_remove_past_path_max(tmp_path):
+    top = str(tmp_path / "top")
+    make_deep(top)                                 # 6,000 bytes of path below top
+    steps = [("/".join(parts), after) for _, parts, _, after in walk_tree(top, after=True)]
+    assert len(steps) == 2 * DEPTH
+    assert steps[:2] == [(NAME, False), (NAME + "/" + NAME, False)]
+    assert steps[DEPTH - 1:DEPTH + 1] == [(BOTTOM, False), (BOTTOM, True)] and steps[-1] == (NAME, True)
+    remove_tree(top)
+    assert not os.path.exists(top)
+
+
+def test_remove_tree_leaves_a_mount_below_alone(tmp_path):
+    outside, mounted = tmp_path / "outside", tmp_path / "top" / "dir" / "mnt"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    mounted.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(outside), str(mounted)], check=True)
+    try:
+        with pytest.raises(OSError, match="is mounted"):
+            remove_tree(str(tmp_path / "top"))
+        assert (outside / "precious").read_text() == "keep" and mounted.is_dir()
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=True)
+    remove_tree(str(tmp_path / "top"))
+    assert not (tmp_path / "top").exists() and (outside / "precious").exists()
