@@ -32,6 +32,10 @@ attributes (PAX `SCHILY.xattr.*`, as GNU tar and bsdtar write them), except
 Errors say what went wrong in words instead of 2013's `exit status N:
 <bsdtar output>`.
 
+Any depth: unpacking reaches each entry's directory from the last one by
+fd, and packing walks by fd (utils.walk_tree), so trees whose paths are
+longer than PATH_MAX go in and out (bsdtar named files by their paths).
+
 Whiteouts: stored layers use the AUFS convention, `.wh.<name>` files and
 `.wh..wh..opq` for a directory that hides what is below it. A container's
 rw directory is an overlayfs upper dir, where a deletion is a 0/0 character
@@ -48,12 +52,13 @@ import gzip
 import io
 import lzma
 import os
-import shutil
 import stat
 import tarfile
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
+
+from .utils import DIR_FLAGS, at, remove_tree, walk_tree
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -61,7 +66,6 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 OVERLAY_XATTRS = "trusted.overlay."
 PAX_XATTR = "SCHILY.xattr."
 BUFFER = 1 << 20
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ArchiveError(ValueError):
@@ -372,14 +376,30 @@ class Unpacker:
             set_node_attributes(parent_fd, name, entry)
 
     def open_parent(self, parts: list[str], entry: str, create: bool = True) -> int:
-        """An fd of the directory `parts` (creating missing ones), never through a symlink."""
+        """An fd of the directory `parts` (creating missing ones), never through a symlink.
+
+        Reached from the last one (up by "..", then down) when that is nearer than
+        the root, so a deep tree costs an open or two per entry, not one per level.
+        """
         key = tuple(parts)
         if self.cached and self.cached[0] == key:
             return self.cached[1]
-        self.forget_parent()
-        fd = os.dup(self.root_fd)
+        start = len(os.path.commonprefix([self.cached[0], key])) if self.cached else 0
+        if start and len(self.cached[0]) - start < start:
+            fd, ups = self.cached[1], len(self.cached[0]) - start
+            self.cached = None
+            try:
+                for _ in range(ups):
+                    fd, parent = os.open("..", DIR_FLAGS, dir_fd=fd), fd
+                    os.close(parent)
+            except BaseException:
+                os.close(fd)
+                raise
+        else:
+            self.forget_parent()
+            start, fd = 0, os.dup(self.root_fd)
         try:
-            for i, part in enumerate(parts):
+            for i, part in enumerate(parts[start:], start):
                 try:
                     child = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
@@ -412,7 +432,7 @@ class Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if entry.type == DIRECTORY:
                 return False
-            shutil.rmtree(name, dir_fd=parent_fd)
+            remove_tree(at(parent_fd, name))
             self.directories = {k: v for k, v in self.directories.items() if k[:len(parts)] != tuple(parts)}
         else:
             os.unlink(name, dir_fd=parent_fd)
@@ -446,7 +466,8 @@ class Unpacker:
     def finish(self) -> None:
         """Directory attributes last: creating children changed their mtimes."""
         self.forget_parent()
-        for parts, entry in self.directories.items():
+        for parts in sorted(self.directories):      # parents first: each opened from the last
+            entry = self.directories[parts]
             try:
                 fd = self.open_parent(list(parts), entry.name, create=False)
             except (OSError, ArchiveError):
@@ -455,7 +476,7 @@ class Unpacker:
                 set_attributes(fd, entry)
             except (OSError, OverflowError) as e:
                 raise ArchiveError(f"Cannot unpack {entry.name!r}: {getattr(e, 'strerror', None) or e}") from None
-            self.forget_parent()
+        self.forget_parent()
 
 
 def entry_parts(name: str, entry: str) -> list[str]:
@@ -510,7 +531,7 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def is_opaque(path: str) -> bool:
+def is_opaque(path: str | int) -> bool:
     try:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
@@ -538,13 +559,13 @@ def tar_layer(directory: str, out: BinaryIO) -> None:
     with io.BufferedWriter(RawSink(out), BUFFER) as sink, \
             tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         seen: dict[tuple[int, int], str] = {}
-        for path, name, st in walk(directory):
+        for fd, parts, st, _ in walk_tree(directory):
+            name = "./" + "/".join(parts)
             if is_whiteout(st):
-                head, tail = os.path.split(name)
-                add_marker(archive, f"{head}/{WHITEOUT}{tail}", st)
+                add_marker(archive, f"{name[:-len(parts[-1])]}{WHITEOUT}{parts[-1]}", st)
                 continue
-            add_entry(archive, path, name, st, seen)
-            if stat.S_ISDIR(st.st_mode) and is_opaque(path):
+            add_entry(archive, fd, parts[-1], name, st, seen)
+            if stat.S_ISDIR(st.st_mode) and is_opaque(at(fd, parts[-1])):
                 add_marker(archive, f"{name}/{OPAQUE}", st)
 
 
@@ -553,14 +574,15 @@ def tar_directory(directory: str, out: BinaryIO) -> None:
     with io.BufferedWriter(RawSink(out), BUFFER) as sink, \
             tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         seen: dict[tuple[int, int], str] = {}
-        add_entry(archive, directory, ".", os.lstat(directory), seen)
-        for path, name, st in walk(directory):
-            add_entry(archive, path, name, st, seen)
+        add_entry(archive, None, directory, ".", os.lstat(directory), seen)
+        for fd, parts, st, _ in walk_tree(directory):
+            add_entry(archive, fd, parts[-1], "./" + "/".join(parts), st, seen)
 
 
-def add_entry(archive: tarfile.TarFile, path: str, name: str, st: os.stat_result,
+def add_entry(archive: tarfile.TarFile, fd: int | None, file: str, name: str, st: os.stat_result,
               seen: dict[tuple[int, int], str]) -> None:
-    """One entry with numeric owner and xattrs; `seen` turns repeated inodes into hard links."""
+    """Entry `name` for `file` in directory `fd`, with numeric owner and xattrs;
+    `seen` turns repeated inodes into hard links."""
     info = tarfile.TarInfo(name)
     info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
     info.mtime = st.st_mtime_ns // 1_000_000_000
@@ -574,7 +596,7 @@ def add_entry(archive: tarfile.TarFile, path: str, name: str, st: os.stat_result
     elif stat.S_ISDIR(st.st_mode):
         info.type = tarfile.DIRTYPE
     elif stat.S_ISLNK(st.st_mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(file, dir_fd=fd)
     elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
         info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
@@ -582,12 +604,13 @@ def add_entry(archive: tarfile.TarFile, path: str, name: str, st: os.stat_result
         info.type = tarfile.FIFOTYPE
     else:
         return                          # a socket: tar cannot hold it
+    path = at(fd, file)
     for key in list_xattrs(path):
         if not key.startswith(OVERLAY_XATTRS):
             value = os.getxattr(path, key, follow_symlinks=False)
             info.pax_headers[PAX_XATTR + key] = value.decode("utf-8", "surrogateescape")
     if info.type == tarfile.REGTYPE:
-        with open(path, "rb") as f:
+        with open(os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd), "rb") as f:
             archive.addfile(info, f)
     else:
         archive.addfile(info)
@@ -605,25 +628,3 @@ def list_xattrs(path: str) -> list[str]:
         return os.listxattr(path, follow_symlinks=False)
     except OSError:
         return []
-
-
-def walk(directory: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(path, `./relative`, lstat) below `directory`: sorted by bytes, parents first.
-
-    Iterative, so a container's 5000-deep directory chain can still be committed.
-    """
-    pending = [iter(listing(directory, "."))]
-    while pending:
-        for path, name, st in pending[-1]:
-            yield path, name, st
-            if stat.S_ISDIR(st.st_mode):
-                pending.append(iter(listing(path, name)))
-                break
-        else:
-            pending.pop()
-
-
-def listing(path: str, name: str) -> list[tuple[str, str, os.stat_result]]:
-    with os.scandir(path) as it:
-        entries = sorted(it, key=lambda e: os.fsencode(e.name))
-    return [(e.path, f"{name}/{e.name}", e.stat(follow_symlinks=False)) for e in entries]

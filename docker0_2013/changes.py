@@ -21,95 +21,100 @@ Changed since 2013:
 - an untouched directory (one overlay copied up because something inside
   changed) is recognised by its mode, owner and modification time; 2013
   also compared the size, which differs between file systems, and ignored
-  the owner.
+  the owner;
+- no path is built: rw is walked by directory fd and each layer is followed
+  along with it (utils.walk_tree, Mirror), so a tree deeper than PATH_MAX
+  is diffed too (2013's filepath.Walk failed there).
 """
 from __future__ import annotations
 
 import os
 import stat
-from typing import Iterator
 
 from .archive import OPAQUE, WHITEOUT, is_opaque, is_whiteout
 from .graph import Graph
+from .utils import Mirror, at, walk_tree
 
 
 def changes(graph: Graph, image_id: str, rw: str) -> list[tuple[str, str]]:
-    """[(kind, "/path")] in walk order; kind is "A", "C" or "D"."""
-    layers = [graph.layer_path(image.id) for image in graph.parents(graph.get(image_id))]
+    """[(kind, "/path")] in walk order; kind is "A", "C" or "D".
+
+    The layers are followed down and up with the walk of rw (one Mirror
+    each), so no path is built and rw may be as deep as the kernel allows.
+    """
+    layers = [Mirror(graph.layer_path(image.id)) for image in graph.parents(graph.get(image_id))]
     found: list[tuple[str, str]] = []
-    pending = [compare_directory(layers, rw, [], False)]    # a stack, not recursion: rw can be deep
-    while pending:
-        for kind, path, subdirectory in pending[-1]:
-            if kind:
-                found.append((kind, path))
-            if subdirectory:
-                pending.append(compare_directory(layers, *subdirectory))
-                break
-        else:
-            pending.pop()
+    top = list(range(len(layers)))
+    for i in top:
+        if os.path.lexists(at(layers[i].fd, OPAQUE)):
+            top = top[:i + 1]
+            break
+    levels = [(top, False)]         # for each directory walked: the layers that show it, opaque?
+    gone = False
+    try:
+        for fd, parts, st, after in walk_tree(rw, after=True):
+            if after:
+                levels.pop()
+                for layer in layers:
+                    layer.up()
+                continue
+            visible, opaque = levels[-1]
+            name, path = parts[-1], "/" + "/".join(parts)
+            below, inside = lookup(layers, visible, name)
+            if is_whiteout(st):
+                if below is not None:
+                    found.append(("D", path))
+                continue
+            if below is None:
+                found.append(("A", path))
+            elif not (stat.S_ISDIR(st.st_mode) and unchanged_directory(st, below)):
+                found.append(("C", path))
+            if stat.S_ISDIR(st.st_mode):
+                for layer in layers:
+                    layer.down(name)
+                opaque = opaque or is_opaque(at(fd, name))
+                levels.append((inside, opaque))
+                if opaque:          # the names of the old directory are gone unless made again
+                    names = set(lower_names(layers, inside)) - set(os.listdir(at(fd, name)))
+                    found.extend(("D", f"{path}/{n}") for n in names)
+                    gone = gone or bool(names)
+    finally:
+        for layer in layers:
+            layer.close()
+    if gone:                        # back into walk order: parents first, names sorted by bytes
+        found.sort(key=lambda change: [os.fsencode(p) for p in change[1].split("/")])
     return found
 
 
-def compare_directory(layers: list[str], directory: str, parts: list[str], opaque: bool) -> Iterator[
-        tuple[str, str, tuple[str, list[str], bool] | None]]:
-    """(kind or "", path, the subdirectory to compare next or None) for each name, sorted."""
-    with os.scandir(directory) as it:
-        entries = {e.name: (e.path, e.stat(follow_symlinks=False)) for e in it}
-    names = set(entries)
-    if opaque:               # the names of the old directory are gone unless made again
-        names |= set(lower_names(layers, parts))
-    for name in sorted(names, key=os.fsencode):
-        path = "/" + "/".join(parts + [name])
-        below = lookup(layers, parts + [name])
-        if name not in entries:
-            yield "D", path, None
-            continue
-        full, st = entries[name]
-        if is_whiteout(st):
-            yield ("D" if below is not None else ""), path, None
-            continue
-        if below is None:
-            kind = "A"
-        elif stat.S_ISDIR(st.st_mode) and unchanged_directory(st, os.lstat(below)):
-            kind = ""
-        else:
-            kind = "C"
-        inside = (full, parts + [name], opaque or is_opaque(full)) if stat.S_ISDIR(st.st_mode) else None
-        yield kind, path, inside
-
-
-def lookup(layers: list[str], parts: list[str]) -> str | None:
-    """Where the image (layers top first) has `/parts...`, or None if it does not."""
-    for layer in layers:
-        directory = layer
-        for depth, part in enumerate(parts):
-            if os.path.lexists(os.path.join(directory, WHITEOUT + part)):
-                return None                    # deleted in this layer
-            candidate = os.path.join(directory, part)
-            try:
-                st = os.lstat(candidate)
-            except FileNotFoundError:
-                if os.path.lexists(os.path.join(directory, OPAQUE)):
-                    return None                # this directory hides the layers below
-                break                          # not in this layer: try the next one
-            if depth == len(parts) - 1:
-                return candidate
-            if not stat.S_ISDIR(st.st_mode):
-                return None                    # a file hides a directory below it
-            directory = candidate
-    return None
-
-
-def lower_names(layers: list[str], parts: list[str]) -> list[str]:
-    """The names the image has in directory `/parts...`."""
-    candidates: set[str] = set()
-    for layer in layers:
+def lookup(layers: list[Mirror], visible: list[int], name: str) -> tuple[os.stat_result | None, list[int]]:
+    """What the image has at `name` in the directory the walk is in (the lstat of it, or
+    None), and which layers (top first) show what is inside it, if it is a directory."""
+    found, inside = None, []
+    for i in visible:
+        fd = layers[i].fd
+        if os.path.lexists(at(fd, WHITEOUT + name)):
+            break                              # deleted in this layer
         try:
-            candidates.update(os.listdir(os.path.join(layer, *parts)))
-        except (FileNotFoundError, NotADirectoryError):
-            pass
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue                           # not in this layer: try the next one
+        if found is None:
+            found = st
+        if not stat.S_ISDIR(st.st_mode):
+            break                              # a file hides a directory below it
+        inside.append(i)
+        if os.path.lexists(at(fd, f"{name}/{OPAQUE}")):
+            break                              # this directory hides the layers below
+    return found, inside
+
+
+def lower_names(layers: list[Mirror], visible: list[int]) -> list[str]:
+    """The names the image has in the directory the walk is in."""
+    candidates: set[str] = set()
+    for i in visible:
+        candidates.update(os.listdir(layers[i].fd))
     return [name for name in candidates
-            if not name.startswith(WHITEOUT) and lookup(layers, parts + [name]) is not None]
+            if not name.startswith(WHITEOUT) and lookup(layers, visible, name)[0] is not None]
 
 
 def unchanged_directory(upper: os.stat_result, lower: os.stat_result) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import time
 
@@ -23,7 +22,8 @@ from .auth import AuthConfig, save_config
 from .changes import changes
 from .container import Config, apply_image_config
 from .flag import HELP_REQUESTED, FlagError, FlagSet
-from .utils import client_paced, human_duration, json_pretty, parse_time, short_id, since, tabwrite
+from .utils import (client_paced, human_duration, json_pretty, parse_time, remove_or_set_aside, short_id,
+                    since, tabwrite)
 
 HELP = """Usage: docker COMMAND [arg...]
 
@@ -246,7 +246,7 @@ class Commands:
             # No await from the check to the rename: a `run` cannot pick the image in between.
             image_id, garbage = self.graph.unpublish(image_id)
             self.tags.delete_image(image_id)
-            await asyncio.to_thread(shutil.rmtree, garbage, True)
+            await asyncio.to_thread(remove_or_set_aside, garbage, self.graph.quarantine)
 
     # -- Containers: run, start, stop, kill, restart, wait, attach, logs, ps, rm,
     #    inspect, diff, commit, export, port (container.py, lxc.py, network.py) ----------

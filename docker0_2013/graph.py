@@ -7,7 +7,9 @@ into place, so a half-written image is never visible (spec 6.3).
 
 Changed since 2013:
 - whatever a crash left in `:tmp:` is removed at start-up, and `:tmp:` is
-  not in the ID index (2013 listed it as an image ID);
+  not in the ID index (2013 listed it as an image ID); a leftover that cannot
+  be removed, and an image whose JSON cannot be read, are set aside in
+  `ROOT/quarantine/` with a log line, so the daemon starts with the rest;
 - `delete` (rmi) refuses an image that another image is built on; the
   command also refuses one a container uses (2013 checked nothing, spec 6.6);
 - the union mount is overlayfs, not AUFS (gone from kernels). overlayfs
@@ -17,10 +19,11 @@ Changed since 2013:
   `.wh..wh..opq` became the `trusted.overlay.opaque` attribute of its
   directory, and AUFS's own `.wh..wh.*` metadata is left out. Mounts stack
   the twin; the layer itself stays as it was imported, for diff, push and
-  history. Built inside the staging directory, the twin is published with
-  the image by the same rename. 2013's mount-time "whiteout replay" (spec
-  5.3 step 6), a workaround for AUFS, is not needed: deletions in every
-  layer take effect, not only the top one's;
+  history. Built inside the staging directory (both trees walked by
+  directory fd, so at any depth), the twin is published with the image by
+  the same rename. 2013's mount-time "whiteout replay" (spec 5.3 step 6),
+  a workaround for AUFS, is not needed: deletions in every layer take
+  effect, not only the top one's;
 - mount(2) is called directly, not the `mount` program (2 ms less for
   every container start); an image with more layers than fit in the one
   page of mount options gets them through short symlinks (`0`, `1`, ...) in
@@ -32,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import stat
 import tempfile
 import threading
@@ -40,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from . import VERSION, archive
-from .utils import TruncIndex, atomic_write, generate_id, json_compact, now_string
+from .utils import (Mirror, TruncIndex, at, atomic_write, generate_id, json_compact, now_string,
+                    remove_or_set_aside, remove_tree, set_aside, walk_tree)
 
 TMP = ":tmp:"
 WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"
@@ -77,17 +80,30 @@ class Image:
 
 
 class Graph:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, quarantine: str | None = None) -> None:
         self.root = root
         self.tmp = os.path.join(root, TMP)
+        self.quarantine = quarantine or os.path.join(os.path.dirname(root), "quarantine")
         os.makedirs(root, 0o700, exist_ok=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)      # what a crash left half-written
-        os.mkdir(self.tmp, 0o700)
+        os.makedirs(self.tmp, 0o700, exist_ok=True)
+        for name in os.listdir(self.tmp):               # what a crash left half-written
+            remove_or_set_aside(os.path.join(self.tmp, name), self.quarantine)
         self.index = TruncIndex(n for n in os.listdir(root) if self._is_image_dir(n))
 
     def _is_image_dir(self, name: str) -> bool:
-        return (":" not in name and os.path.isfile(os.path.join(self.root, name, "json"))
-                and os.path.isdir(os.path.join(self.root, name, "layer")))
+        if ":" in name or not os.path.isdir(os.path.join(self.root, name, "layer")):
+            return False
+        try:
+            with open(os.path.join(self.root, name, "json"), "rb") as f:
+                if Image.from_dict(json.loads(f.read())).id == name:
+                    return True
+                error: object = "the JSON has another id"
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, AttributeError) as e:
+            error = e
+        set_aside(os.path.join(self.root, name), self.quarantine, error)
+        return False
 
     def image_path(self, image_id: str) -> str:
         return os.path.join(self.root, image_id)
@@ -158,7 +174,7 @@ class Graph:
             atomic_write(os.path.join(staging, "json"), json_compact(image.to_dict()), 0o600)
             os.rename(staging, self.image_path(image.id))
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_or_set_aside(staging, self.quarantine)
         self.index.add(image.id)
 
     def parents(self, image: Image) -> Iterator[Image]:
@@ -181,7 +197,7 @@ class Graph:
         them without a parent).
         """
         image_id, garbage = self.unpublish(name)
-        shutil.rmtree(garbage, ignore_errors=True)
+        remove_or_set_aside(garbage, self.quarantine)
         return image_id
 
     def unpublish(self, name: str) -> tuple[str, str]:
@@ -209,53 +225,51 @@ def _msg(e: BaseException) -> str:
 
 
 def has_whiteouts(layer: str) -> bool:
-    pending = [layer]
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.name.startswith(WHITEOUT):
-                    return True
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-    return False
+    return any(parts[-1].startswith(WHITEOUT) for _, parts, _, _ in walk_tree(layer))
 
 
 def build_overlay_view(layer: str, twin: str) -> None:
     """The hard-link twin of a layer that has whiteouts (see the module docstring)."""
     if not has_whiteouts(layer):
         return
-    directories = []                   # (twin dir, layer dir stat): times are set last
-    pending = [(layer, twin)]
-    while pending:
-        source, target = pending.pop()
-        st = os.lstat(source)
-        os.mkdir(target, 0o700)
-        os.chown(target, st.st_uid, st.st_gid)
-        os.chmod(target, stat.S_IMODE(st.st_mode))
-        copy_xattrs(source, target)
-        directories.append((target, st))
-        with os.scandir(source) as it:
-            entries = list(it)
-        names = {e.name for e in entries}
-        for entry in entries:
-            name = entry.name
-            if name == OPAQUE:
-                os.setxattr(target, archive.OPAQUE_XATTR, b"y")
+    os.mkdir(twin, 0o700)
+    copy_attributes(os.lstat(layer), layer, twin)
+    target = Mirror(twin)
+    try:
+        for fd, parts, st, after in walk_tree(layer, after=True):
+            name, here = parts[-1], target.here
+            if after:
+                target.up()
+                if target.here is not None and not name.startswith(WHITEOUT + WHITEOUT):
+                    # changes() compares copied-up directories' mtimes: set once their contents are in
+                    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=target.fd)
+            elif stat.S_ISDIR(st.st_mode):
+                making = here is not None and not name.startswith(WHITEOUT + WHITEOUT)
+                target.down(name, make=making)      # AUFS's own metadata stays out
+                if making:
+                    copy_attributes(st, at(fd, name), target.fd)
+            elif here is None:
+                continue
+            elif name == OPAQUE:
+                os.setxattr(here, archive.OPAQUE_XATTR, b"y")
             elif name.startswith(WHITEOUT + WHITEOUT):
-                continue                           # AUFS's own metadata
+                continue
             elif name.startswith(WHITEOUT):
                 hidden = name[len(WHITEOUT):]
-                if hidden not in names:            # the layer's own file wins over its whiteout
-                    os.mknod(os.path.join(target, hidden), stat.S_IFCHR, 0)
-            elif entry.is_dir(follow_symlinks=False):
-                pending.append((entry.path, os.path.join(target, name)))
+                if not os.path.lexists(at(fd, hidden)):    # the layer's own file wins over its whiteout
+                    os.mknod(hidden, stat.S_IFCHR, 0, dir_fd=here)
             else:
-                os.link(entry.path, os.path.join(target, name), follow_symlinks=False)
-    for target, st in reversed(directories):  # changes() compares copied-up directories' mtimes
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.link(name, name, src_dir_fd=fd, dst_dir_fd=here, follow_symlinks=False)
+    finally:
+        target.close()
+    st = os.lstat(layer)
+    os.utime(twin, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def copy_xattrs(source: str, target: str) -> None:
+def copy_attributes(st: os.stat_result, source: str, target: str | int) -> None:
+    """Owner, mode and xattrs of a directory (times are set after its contents)."""
+    os.chown(target, st.st_uid, st.st_gid)
+    os.chmod(target, stat.S_IMODE(st.st_mode))
     for key in os.listxattr(source, follow_symlinks=False):
         if not key.startswith(archive.OVERLAY_XATTRS):
             os.setxattr(target, key, os.getxattr(source, key, follow_symlinks=False))
@@ -339,7 +353,7 @@ def mount_through_links(scratch: str, lowers: list[str], rw: str, work: str, tar
         thread.start()
         thread.join()
     finally:
-        shutil.rmtree(links, ignore_errors=True)
+        remove_tree(links)
     if failed:
         raise failed[0]
 

@@ -56,7 +56,6 @@ import lzma
 import os
 import platform
 import re
-import shutil
 import tempfile
 import urllib.error
 import urllib.parse
@@ -70,7 +69,7 @@ from .auth import AuthConfig
 from .container import IMAGE_SETTINGS, Config, config_record
 from .graph import TMP, Graph, Image
 from .tags import DEFAULT_TAG, TagStore, parse_repository_tag
-from .utils import ProgressReader, client_paced, json_compact, now_string, parse_time
+from .utils import ProgressReader, client_paced, json_compact, now_string, parse_time, remove_or_set_aside
 
 HUB_REGISTRY = "registry-1.docker.io"
 HUB_NAMES = {"docker.io", "index.docker.io", "registry.docker.io", HUB_REGISTRY}
@@ -543,7 +542,7 @@ def pull_layers(session: Session, path: str, graph: Graph, layers: list[Layer], 
             register(graph, layer.image, lambda dest, tarball=tarball: untar_file(tarball, dest))
             os.unlink(tarball)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_or_set_aside(workdir, graph.quarantine)
 
 
 def staging_dir(graph: Graph) -> str:

@@ -17,13 +17,16 @@ Changed since 2013 (spec 4.2, DESIGN.md):
   every `run` then failed with LXC's `Failed to setup cgroup limits`;
 - `import URL` has connect and read timeouts (URL_TIMEOUT): a server that
   accepts and never answers does not hold a thread forever.
+- start-up never fails on what a previous run left: a container record or
+  a `repositories` file that cannot be read, and a leftover that cannot be
+  removed (immutable, a bind mount below it), is logged and moved to
+  `ROOT/quarantine/`.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import urllib.error
@@ -37,7 +40,8 @@ from .container import (Config, Container, NetworkSettings, State, config_record
 from .graph import Graph, Image
 from .network import NetworkManager, bridge_network
 from .tags import TagStore
-from .utils import ProgressReader, TruncIndex, generate_id, now_string, parse_time
+from .utils import (ProgressReader, TruncIndex, generate_id, now_string, parse_time, remove_or_set_aside,
+                    remove_tree, set_aside)
 
 DEFAULT_ROOT = "/var/lib/docker"
 DEFAULT_BRIDGE = "lxcbr0"
@@ -119,10 +123,15 @@ class Runtime(Commands):
             check_not_modern_docker(self.root)
         check_host(bridge)
         self.repository = os.path.join(self.root, "containers")
+        self.quarantine = os.path.join(self.root, "quarantine")
         os.makedirs(self.repository, 0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
-        self.graph = Graph(os.path.join(self.root, "graph"))
-        self.tags = TagStore(os.path.join(self.root, "repositories"), self.graph)
+        self.graph = Graph(os.path.join(self.root, "graph"), self.quarantine)
+        try:
+            self.tags = TagStore(os.path.join(self.root, "repositories"), self.graph)
+        except RuntimeError as e:        # unreadable: set aside, start with no tags
+            set_aside(os.path.join(self.root, "repositories"), self.quarantine, e)
+            self.tags = TagStore(os.path.join(self.root, "repositories"), self.graph)
         self.network = NetworkManager(bridge)
         self.auth = load_config(self.root)
         self.containers: dict[str, Container] = {}
@@ -141,20 +150,22 @@ class Runtime(Commands):
     def restore(self) -> None:
         """Load every saved container (spec 4.6)."""
         for name in sorted(os.listdir(self.repository)):
+            path = os.path.join(self.repository, name)
             if name.startswith(HALF_DONE):       # a create or rm the last daemon died in
-                shutil.rmtree(os.path.join(self.repository, name), ignore_errors=True)
+                remove_or_set_aside(path, self.quarantine)
                 continue
             try:
-                container = Container.load(os.path.join(self.repository, name),
-                                           graph=self.graph, network=self.network)
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.debug("Failed to load container %s: %s", name, e)
+                container = Container.load(path, graph=self.graph, network=self.network)
+                if container.Id != name:
+                    raise ValueError(f"the record is of container {container.Id}")
+                self.register(container)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                set_aside(path, self.quarantine, f"Failed to load container: {e}")
                 continue
-            if container.Id != name:
-                log.debug("Container %s is stored at %s", container.Id, name)
-                continue
-            self.reconnect(container)
-            self.register(container)
+            try:
+                self.reconnect(container)
+            except (OSError, RuntimeError, ValueError) as e:
+                log.error("Container %s: %s", name, e)
 
     def reconnect(self, container: Container) -> None:
         """A container saved as running: follow it again, or record how it ended.
@@ -244,7 +255,7 @@ class Runtime(Commands):
                 garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
                 try:
                     os.rename(container.root, garbage)
-                    await asyncio.to_thread(shutil.rmtree, garbage)
+                    await asyncio.to_thread(remove_tree, garbage)
                 except OSError as e:
                     raise RuntimeError(f"Unable to remove filesystem for {container.Id}: {e}") from None
                 return

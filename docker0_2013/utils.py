@@ -12,6 +12,11 @@ Goroutines were cheap and Python threads are not, so blocking work that a
 client paces (its stdin, its reading of our output, a remote server) runs on
 a bounded pool of its own, CLIENT_PACED, and never fills asyncio's default
 executor, which the quick commands and `run`'s set-up use.
+Go's os.RemoveAll and filepath.Walk became `walk_tree`, `remove_tree` and
+`Mirror`: they go through directories by file descriptor, one level at a
+time, so a container's 10,000-level `mkdir a; cd a` tree (paths far longer
+than PATH_MAX) is committed, exported and removed like any other, and
+`set_aside` moves what start-up cannot read or remove into a quarantine.
 """
 from __future__ import annotations
 
@@ -19,12 +24,19 @@ import asyncio
 import bisect
 import concurrent.futures
 import datetime as dt
+import errno
 import json
+import logging
 import os
 import queue
 import re
+import stat
 import threading
-from typing import Iterable
+import time
+from typing import Iterable, Iterator
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+log = logging.getLogger("docker0")
 
 # -- Threads --------------------------------------------------------------------
 
@@ -152,6 +164,173 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+# -- File trees ---------------------------------------------------------------------
+#
+# Paths are never built for what is below the top: every call is relative to
+# the fd of the directory an entry is in, and a walk keeps one directory open,
+# going down by name and back up by "..". So neither PATH_MAX, Python's
+# recursion limit nor the open-file limit bounds the depth.
+
+
+def walk_tree(top: str, after: bool = False) -> Iterator[tuple[int, list[str], os.stat_result, bool]]:
+    """Every entry below `top`, parents first, each directory's names sorted by bytes.
+
+    Yields (fd of the entry's directory, its path below `top` as a list of
+    names, its lstat, False); with `after`, a directory is given again once
+    its contents are done, with True (to remove it). The fd and the list are
+    only good until the next step. Symlinks are never followed.
+    """
+    fd = os.open(top, DIR_FLAGS)
+    parts: list[str] = []
+    levels = [(os.fstat(fd), iter(listing(fd)))]     # (a directory's stat, its names not walked yet)
+    try:
+        while levels:
+            for name, st in levels[-1][1]:
+                parts.append(name)
+                yield fd, parts, st, False
+                if stat.S_ISDIR(st.st_mode):
+                    fd = step(fd, name, st)
+                    levels.append((st, iter(listing(fd))))
+                    break
+                parts.pop()
+            else:
+                st = levels.pop()[0]
+                if levels:
+                    fd = step(fd, "..", levels[-1][0])
+                    if after:
+                        yield fd, parts, st, True
+                    parts.pop()
+    finally:
+        os.close(fd)
+
+
+def listing(fd: int) -> list[tuple[str, os.stat_result]]:
+    with os.scandir(fd) as it:
+        entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+    return sorted(entries, key=lambda e: os.fsencode(e[0]))
+
+
+def step(fd: int, name: str, expected: os.stat_result) -> int:
+    """Move from directory `fd` to `name` in it (or ".."), which must still be `expected`."""
+    target = os.open(name, DIR_FLAGS, dir_fd=fd)
+    st = os.fstat(target)
+    if (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
+        os.close(target)
+        raise OSError(errno.ESTALE, "A directory was moved during the walk")
+    os.close(fd)
+    return target
+
+
+class Mirror:
+    """Follows a walk_tree walk in a second tree: `fd` is the same directory there.
+
+    `missing` counts the levels the walk is below the deepest directory the
+    second tree has; `here` is None then. Moving down can make the directory
+    first (`make`), for a tree being built as a copy of the walked one.
+    """
+
+    def __init__(self, top: str) -> None:
+        self.fd = os.open(top, DIR_FLAGS)
+        self.missing = 0
+
+    @property
+    def here(self) -> int | None:
+        return None if self.missing else self.fd
+
+    def down(self, name: str, make: bool = False) -> None:
+        if not self.missing:
+            try:
+                if make:
+                    os.mkdir(name, 0o700, dir_fd=self.fd)
+                child = os.open(name, DIR_FLAGS, dir_fd=self.fd)
+            except OSError as e:             # absent, or not a directory (ELOOP: a symlink) here
+                if make or e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    raise
+                self.missing = 1
+                return
+            os.close(self.fd)
+            self.fd = child
+        else:
+            self.missing += 1
+
+    def up(self) -> None:
+        if self.missing:
+            self.missing -= 1
+        else:
+            parent = os.open("..", DIR_FLAGS, dir_fd=self.fd)
+            os.close(self.fd)
+            self.fd = parent
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def at(fd: int | None, name: str) -> str:
+    """A short path for `name` in directory `fd`, for calls without a dir_fd (xattrs)."""
+    return name if fd is None else f"/proc/self/fd/{fd}/{name}"
+
+
+def remove_tree(path: str) -> None:
+    """rm -rf of a directory (or a file), at any depth; a missing one is fine.
+
+    Refused (OSError, nothing below a mount is touched) when something is
+    mounted at or below `path`: removing a leftover must not empty a bind mount.
+    """
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(top.st_mode):
+        os.unlink(path)
+        return
+    mounted = mounts_below(path)
+    if mounted:
+        raise OSError(errno.EBUSY, f"{mounted[0]} is mounted")
+    for fd, parts, st, after in walk_tree(path, after=True):
+        if st.st_dev != top.st_dev:
+            raise OSError(errno.EBUSY, f"{os.path.join(path, *parts)} is a mount point")
+        if after:
+            os.rmdir(parts[-1], dir_fd=fd)
+        elif not stat.S_ISDIR(st.st_mode):
+            os.unlink(parts[-1], dir_fd=fd)
+    os.rmdir(path)
+
+
+def mounts_below(path: str) -> list[str]:
+    """Mount points at or below `path`, from /proc/self/mountinfo."""
+    top = os.path.realpath(path)
+    with open("/proc/self/mountinfo", "rb") as f:
+        points = [os.fsdecode(line.split()[4]) for line in f]
+    points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) for p in points]
+    return [p for p in points if p == top or p.startswith(top.rstrip("/") + "/")]
+
+
+def set_aside(path: str, quarantine: str, why: object) -> None:
+    """Move what start-up cannot read or remove into `quarantine`, for a person to look at.
+
+    The daemon then starts without it; if even the rename fails, it is left
+    where it is (logged): start-up never fails on what a previous run left.
+    """
+    target = os.path.join(quarantine, time.strftime("%Y%m%dT%H%M%S-") + os.path.basename(path))
+    try:
+        os.makedirs(quarantine, 0o700, exist_ok=True)
+        while os.path.lexists(target):
+            target += "+"
+        os.rename(path, target)
+    except OSError as e:
+        log.error("Cannot use %s (%s), and cannot set it aside: %s", path, why, e)
+        return
+    log.error("Cannot use %s (%s): moved to %s", path, why, target)
+
+
+def remove_or_set_aside(path: str, quarantine: str) -> None:
+    """Remove a leftover; one that cannot be removed goes to the quarantine."""
+    try:
+        remove_tree(path)
+    except OSError as e:
+        set_aside(path, quarantine, e)
 
 
 # -- Go's JSON (appendix B) --------------------------------------------------------
