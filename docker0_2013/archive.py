@@ -100,12 +100,14 @@ class Entry:
 class RawSource(io.RawIOBase):
     """Any object with read(n) (a connection's stdin, an HTTP body) as a raw stream.
 
-    In an io.BufferedReader it is read 1 MiB at a time, one worker-thread hop
-    per piece for a connection, while headers are taken 512 bytes at a time.
+    In an io.BufferedReader it is read 1 MiB at a time, while headers are
+    taken 512 bytes at a time; a stream with readinto (a connection's
+    server.SocketStdin, a file) fills the buffer itself.
     """
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
+        self.direct = getattr(stream, "readinto", None)
         self.ended = False
 
     def readable(self) -> bool:
@@ -114,6 +116,10 @@ class RawSource(io.RawIOBase):
     def readinto(self, buffer) -> int:
         if self.ended:          # the source sees its end once (a progress reporter prints it)
             return 0
+        if self.direct is not None:     # straight into the buffer: one copy less
+            n = self.direct(buffer)
+            self.ended = not n
+            return n
         data = self.stream.read(len(buffer))
         self.ended = not data
         buffer[:len(data)] = data

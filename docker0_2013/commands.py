@@ -158,13 +158,18 @@ class Commands:
         if not names:
             raise ValueError("Not enough arguments")
         source, repository, tag = (names + ["", ""])[:3]
+        # `-`: the worker thread reads the connection itself (server.SocketStdin).
+        reader = stdin.direct() if source == "-" else stdin.blocking()
         try:
             image = await asyncio.to_thread(self.import_image, source, repository, tag,
-                                            stdin.blocking(), stdout.blocking())
+                                            reader, stdout.blocking())
         except Exception:
             if source == "-":
+                reader.release()
                 await self.discard_input(stdin)
             raise
+        finally:
+            reader.release()
         stdout.write(short_id(image.id) + "\n")
 
     @staticmethod
