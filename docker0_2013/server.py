@@ -17,14 +17,17 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import select
 import shlex
+import threading
 
 from .commands import handler_name
 from .flag import HELP_REQUESTED, FlagError, FlagSet
 
 MAX_LINE = 1 << 20          # a command line longer than 1 MiB is refused
 LINE_TIMEOUT = 60.0         # seconds a client may take to send its command line
+READ_AHEAD = 4              # MiB a SocketStdin reads ahead of the command
 log = logging.getLogger("docker0")
 
 
@@ -103,16 +106,18 @@ class ThreadStdin:
 
 
 class SocketStdin:
-    """The connection's input read by a worker thread itself, without the event loop.
+    """The connection's input read by a thread of its own, without the event loop.
 
     ThreadStdin costs a hop to the loop for every piece, and asyncio copies
     each byte twice before the caller sees it; with a 200 MB import both
     threads took turns for the GIL and the bytes moved at a quarter of the
     speed they were unpacked (bench/README.md). This view stops the loop's
-    reading of the connection, takes over what asyncio had read already,
-    then reads the socket straight into the caller's buffer, waiting in
-    poll(2) in its own thread. release() (on the loop) gives the connection
-    back, for whatever the command still reads or discards.
+    reading of the connection and takes over what asyncio had read already.
+    Then a reader thread reads the socket ahead, into a few 1 MiB buffers,
+    while the caller (the import's worker) writes out what came before:
+    receiving and writing the files overlap on two cores. release() (on the
+    loop) stops the reader and gives the connection back, for whatever the
+    command still reads or discards.
     """
 
     def __init__(self, reader: asyncio.StreamReader, transport: asyncio.Transport) -> None:
@@ -124,11 +129,14 @@ class SocketStdin:
         # that hands it over without awaiting more, so its buffer is taken as it is.
         self.head = memoryview(bytes(reader._buffer))
         reader._buffer.clear()
-        self.ended = bool(reader._eof) and not self.head
-        self.eof_seen = bool(reader._eof)
+        self.ended = bool(reader._eof)          # the client had half-closed: the head is all
         self.fd = transport.get_extra_info("socket").fileno()
-        self.poller = select.poll()          # not select(): a busy daemon has fds past 1023
-        self.poller.register(self.fd, select.POLLIN)
+        self.filled: queue.SimpleQueue = queue.SimpleQueue()    # (buffer, length) or an OSError
+        self.free: queue.SimpleQueue = queue.SimpleQueue()      # empty buffers; None: stop
+        self.piece = memoryview(b"")             # what is left of the buffer being read
+        self.piece_buffer: bytearray | None = None
+        self.reader: threading.Thread | None = None
+        self.wake: tuple[int, int] | None = None
 
     def readinto(self, buffer) -> int:
         if self.head:
@@ -136,16 +144,26 @@ class SocketStdin:
             buffer[:n] = self.head[:n]
             self.head = self.head[n:]
             return n
-        if self.ended or self.eof_seen:
-            return 0
-        while True:
-            try:
-                n = os.readv(self.fd, [buffer])
-            except BlockingIOError:        # the socket is the loop's: non-blocking
-                self.poller.poll()
-                continue
-            self.ended = n == 0
-            return n
+        if not self.piece:
+            if self.ended:
+                return 0
+            if self.reader is None:
+                self.start_reader()
+            if self.piece_buffer is not None:
+                self.free.put(self.piece_buffer)
+            item = self.filled.get()
+            if isinstance(item, OSError):
+                self.ended = True
+                raise item
+            self.piece_buffer, n = item
+            self.piece = memoryview(self.piece_buffer)[:n]
+            if not n:
+                self.ended = True
+                return 0
+        n = min(len(buffer), len(self.piece))
+        buffer[:n] = self.piece[:n]
+        self.piece = self.piece[n:]
+        return n
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -158,8 +176,43 @@ class SocketStdin:
         del buffer[n:]
         return bytes(buffer)
 
+    def start_reader(self) -> None:
+        self.wake = os.pipe()
+        for _ in range(READ_AHEAD):
+            self.free.put(bytearray(1 << 20))
+        self.reader = threading.Thread(target=self.read_ahead, name="stdin", daemon=True)
+        self.reader.start()
+
+    def read_ahead(self) -> None:
+        """The reader thread: fill free buffers from the socket until its end, an error or release()."""
+        poller = select.poll()          # not select(): a busy daemon has fds past 1023
+        poller.register(self.fd, select.POLLIN)
+        poller.register(self.wake[0], select.POLLIN)
+        while (buffer := self.free.get()) is not None:
+            while True:
+                try:
+                    n = os.readv(self.fd, [buffer])
+                    break
+                except BlockingIOError:    # the socket is the loop's: non-blocking
+                    if any(fd == self.wake[0] for fd, _ in poller.poll()):
+                        return
+                except OSError as e:
+                    self.filled.put(e)
+                    return
+            self.filled.put((buffer, n))
+            if not n:
+                return
+
     def release(self) -> None:
-        """On the loop, once the worker is done: the loop reads the connection again."""
+        """On the loop, once the worker is done: stop the reader (it never blocks
+        but in poll, which the wake-up pipe ends), and the loop reads the connection again."""
+        if self.reader is not None:
+            os.write(self.wake[1], b"x")
+            self.free.put(None)
+            self.reader.join()
+            self.reader = None
+            for fd in self.wake:
+                os.close(fd)
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
