@@ -120,8 +120,10 @@ class SocketStdin:
     command still reads or discards.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.Transport) -> None:
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.Transport,
+                 idle: float | None = None) -> None:
         self.transport = transport
+        self.idle = idle                        # seconds without input before TimeoutError; None: wait
         self.paused = transport.is_reading()     # not when at EOF, or paused by the reader's flow control
         if self.paused:
             transport.pause_reading()
@@ -151,7 +153,10 @@ class SocketStdin:
                 self.start_reader()
             if self.piece_buffer is not None:
                 self.free.put(self.piece_buffer)
-            item = self.filled.get()
+            try:
+                item = self.filled.get(timeout=self.idle)
+            except queue.Empty:
+                raise TimeoutError(f"no input from the client for {self.idle:g} seconds") from None
             if isinstance(item, OSError):
                 self.ended = True
                 raise item
