@@ -18,6 +18,8 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 - sysinit runs on the host's Python, which is
   bind-mounted read-only under `/dev/.docker0` (LXC's private /dev tmpfs, so
   nothing appears in the container's rw layer) and unmounted before the program runs;
+  it runs from its compiled .pyc where that is current (sysinit_file()), so no
+  start pays for compiling it;
 - the environment is set with `lxc.environment` lines, since LXC 5 gives the
   init an empty environment;
 - memory limits use cgroup v1 or v2 keys, whichever the host has, and the

@@ -10,6 +10,9 @@ array (`["ps","-a"]`) or plain words with shell quoting (`ps -a`), so a person
 can type into `nc 127.0.0.1 4242`. Bad lines (over 1 MiB, not UTF-8, not a
 list of strings) get an `Error:` line instead of crashing anything, and one
 asyncio loop serves every connection, so a blocked `wait` delays nobody.
+A command that reads all of its input in a worker thread (`import -`) gets
+the connection itself (SocketStdin), read ahead by a thread of its own, instead
+of one hop to the loop for every piece.
 """
 from __future__ import annotations
 
