@@ -28,7 +28,7 @@ from docker0_2013.graph import Graph
 from docker0_2013.tags import TagStore
 from docker0_2013.utils import format_time
 from helpers import base_tar, d, daemon_fds  # noqa: F401 (fixtures)
-from netns import PYTHON, Daemon
+from netns import PYTHON, REPO, Daemon
 from test_archive import hostile_archives, listing, make_tree, member, tar_of
 
 SHORT = re.compile(r"[0-9a-f]{12}\n")
@@ -531,3 +531,18 @@ def test_import_reads_the_connection_itself(d):
     while daemon_fds(d) > fds and time.monotonic() < deadline:
         time.sleep(0.05)
     assert daemon_fds(d) == fds
+
+
+def test_client_sends_a_file_on_stdin_whole(d, tmp_path):
+    """`docker0 import - < layer.tar`: the client hands the file to sendfile(2); every byte arrives."""
+    data = b"".join(big_tar_stream(3, (1 << 20) + 7))
+    path = tmp_path / "layer.tar"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        client = subprocess.run(["ip", "netns", "exec", d.netns.name, PYTHON, "-m", "docker0_2013",
+                                 "import", "-"], stdin=f, capture_output=True, timeout=120, cwd=REPO)
+    assert client.returncode == 0 and SHORT.fullmatch(client.stdout.decode()), client
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        expected = archive.extractfile("data/00002").read()
+    with open(os.path.join(layer_of(d, client.stdout.decode()), "data", "00002"), "rb") as f:
+        assert f.read() == expected and len(expected) == (1 << 20) + 7
