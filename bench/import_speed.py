@@ -27,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,19 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
+def send(daemon: Daemon, line: bytes, data: bytes) -> bytes:
+    """Daemon.raw without its `line + stdin`, which would copy 200 MB inside the timing."""
+    sock = daemon.netns.socket_connect(("127.0.0.1", 4242), timeout=600)
+    with sock:
+        sock.sendall(line)
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def main() -> None:
     daemon = Daemon()
     work = tempfile.mkdtemp(prefix="bench-import-", dir=os.path.dirname(daemon.root))
@@ -95,7 +109,7 @@ def main() -> None:
             subprocess.run(["tar", "-xpf", tarball, "-C", out], check=True)
 
         def docker0_import() -> None:
-            reply = daemon.raw(line, data, timeout=600).decode()
+            reply = send(daemon, line, data).decode()
             if len(reply) != 13:
                 raise RuntimeError(f"import failed: {reply!r}")
             imported.append(reply.strip())

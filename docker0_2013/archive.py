@@ -66,6 +66,7 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 OVERLAY_XATTRS = "trusted.overlay."
 PAX_XATTR = "SCHILY.xattr."
 BUFFER = 1 << 20
+PEEK = 1 << 16
 
 
 class ArchiveError(ValueError):
@@ -80,6 +81,7 @@ class ArchiveError(ValueError):
 # GNU long names, PAX paths, sizes, owners, nanosecond mtimes and xattrs.
 
 BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
 MAX_META = 1 << 20                 # a long name or PAX header larger than this is refused
 REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO = b"0", b"1", b"2", b"3", b"4", b"5", b"6"
 TYPES = {b"\0": REGULAR, b"0": REGULAR, b"7": REGULAR, b"1": HARDLINK, b"2": SYMLINK,
@@ -104,12 +106,14 @@ class Entry:
 class RawSource(io.RawIOBase):
     """Any object with read(n) (a connection's stdin, an HTTP body) as a raw stream.
 
-    In an io.BufferedReader it is read 1 MiB at a time, one worker-thread hop
-    per piece for a connection, while headers are taken 512 bytes at a time.
+    In an io.BufferedReader it is read 1 MiB at a time, while headers are
+    taken 512 bytes at a time; a stream with readinto (a connection's
+    server.SocketStdin, a file) fills the buffer itself.
     """
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
+        self.direct = getattr(stream, "readinto", None)
         self.ended = False
 
     def readable(self) -> bool:
@@ -118,6 +122,10 @@ class RawSource(io.RawIOBase):
     def readinto(self, buffer) -> int:
         if self.ended:          # the source sees its end once (a progress reporter prints it)
             return 0
+        if self.direct is not None:     # straight into the buffer: one copy less
+            n = self.direct(buffer)
+            self.ended = not n
+            return n
         data = self.stream.read(len(buffer))
         self.ended = not data
         buffer[:len(data)] = data
@@ -137,54 +145,85 @@ def decompressed(source: io.BufferedReader) -> BinaryIO:
 
 
 class TarReader:
-    """Iterates the entries of a tar stream; the data of each is read before the next."""
+    """Iterates the entries of a tar stream; the data of each is read before the next.
+
+    It keeps its own 1 MiB buffer: the stream is read into it, headers are
+    parsed from it and file data is written from it, so each byte is copied
+    once on its way in and once on its way out.
+    """
 
     def __init__(self, source: BinaryIO) -> None:
         self.source = source
         self.unread = 0                # data bytes (plus padding) of the current entry
         self.global_pax: dict[str, bytes] = {}
         self.buffer = memoryview(bytearray(BUFFER))
+        self.start = self.end = 0      # buffer[start:end]: read from the source, not used yet
+
+    def fill(self) -> bool:
+        """Refill the used-up buffer; False at the end of the stream."""
+        self.start, self.end = 0, self.source.readinto(self.buffer) or 0
+        return self.end > 0
+
+    def take(self, size: int) -> bytes:
+        """`size` bytes, or fewer at the end of the stream."""
+        if self.end - self.start >= size:              # the usual case: a header
+            self.start += size
+            return self.buffer[self.start - size:self.start].tobytes()
+        parts = []
+        while size and (self.start < self.end or self.fill()):
+            n = min(size, self.end - self.start)
+            parts.append(self.buffer[self.start:self.start + n].tobytes())
+            self.start += n
+            size -= n
+        return b"".join(parts)
 
     def read(self, size: int) -> bytes:
-        data = self.source.read(size)
-        while len(data) < size:
-            more = self.source.read(size - len(data))
-            if not more:
-                raise ArchiveError("Invalid tar archive: unexpected end of data")
-            data += more
+        data = self.take(size)
+        if len(data) < size:
+            raise ArchiveError("Invalid tar archive: unexpected end of data")
         return data
 
     def skip(self) -> None:
         while self.unread:
-            self.unread -= len(self.read(min(self.unread, BUFFER)))
+            if self.start == self.end and not self.fill():
+                raise ArchiveError("Invalid tar archive: unexpected end of data")
+            n = min(self.unread, self.end - self.start)
+            self.start += n
+            self.unread -= n
 
     def copy_to(self, fd: int, size: int) -> None:
         """Write the current entry's data to fd."""
         left = size
         while left:
-            n = self.source.readinto(self.buffer[:min(left, BUFFER)])
-            if not n:
+            if self.start == self.end and not self.fill():
                 raise ArchiveError("Invalid tar archive: unexpected end of data")
-            view = self.buffer[:n]
+            n = min(left, self.end - self.start)
+            view = self.buffer[self.start:self.start + n]
             while view:
                 view = view[os.write(fd, view):]
+            self.start += n
             left -= n
         self.unread -= size
         self.skip()                    # the padding
+
+    def drain(self) -> None:
+        """Read the rest: padding after the end marker; nothing stays unread in a connection."""
+        self.start = self.end
+        while self.fill():
+            pass
 
     def __iter__(self) -> Iterator[Entry]:
         pax: dict[str, bytes] = {}
         long_name = long_link = None
         while True:
             self.skip()
-            block = self.source.read(BLOCK)
+            block = self.take(BLOCK)
             if not block:
                 return                 # no end marker: accepted, as GNU tar does
             if len(block) < BLOCK:
                 raise ArchiveError("Invalid tar archive: unexpected end of data")
-            if block == bytes(BLOCK):
-                while self.source.read(BUFFER):
-                    pass               # the rest is padding; leave nothing unread in a connection
+            if block == ZERO_BLOCK:
+                self.drain()
                 return
             entry = parse_header(block)
             self.unread = -(-entry.size // BLOCK) * BLOCK
@@ -303,7 +342,9 @@ def untar(stream: BinaryIO, dest: str) -> None:
     The stream is read once, front to back, so it may be a connection or an
     HTTP body; file data is copied in 1 MiB pieces and never held whole.
     """
-    source = io.BufferedReader(RawSource(stream), BUFFER)
+    # A small buffer, only to look at the first bytes: TarReader's 1 MiB reads
+    # then go past it, straight from the stream into TarReader's own buffer.
+    source = io.BufferedReader(RawSource(stream), PEEK)
     if not source.peek(1):
         return
     reader = TarReader(decompressed(source))

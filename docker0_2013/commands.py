@@ -160,8 +160,13 @@ class Commands:
         source, repository, tag = (names + ["", ""])[:3]
         # On CLIENT_PACED: a client that stops sending holds a thread of its own
         # pool until the stdin idle timeout, never one that `ps` or `run` needs.
-        image = await client_paced(self.import_image, source, repository, tag,
-                                   stdin.blocking(), stdout.blocking())
+        # `-`: that thread reads the connection itself (server.SocketStdin).
+        reader = stdin.direct() if source == "-" else stdin.blocking()
+        try:
+            image = await client_paced(self.import_image, source, repository, tag,
+                                       reader, stdout.blocking())
+        finally:
+            reader.release()
         stdout.write(short_id(image.id) + "\n")
 
     async def CmdImages(self, stdin, stdout, *args: str) -> None:

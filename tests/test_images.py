@@ -27,8 +27,8 @@ from docker0_2013.archive import untar
 from docker0_2013.graph import Graph
 from docker0_2013.tags import TagStore
 from docker0_2013.utils import format_time
-from helpers import base_tar, d  # noqa: F401 (fixtures)
-from netns import PYTHON, Daemon
+from helpers import base_tar, d, daemon_fds  # noqa: F401 (fixtures)
+from netns import PYTHON, REPO, Daemon
 from test_archive import hostile_archives, listing, make_tree, member, tar_of
 
 SHORT = re.compile(r"[0-9a-f]{12}\n")
@@ -495,3 +495,54 @@ def test_sigkill_during_a_large_import(d):
     assert d.call("run", "keep:me", "echo", "alive") == "alive\n"
     assert SHORT.fullmatch(d.call("import", "-", "big", "v1",
                                   stdin=b"".join(big_tar_stream(3, 1 << 20))))
+
+
+def test_import_reads_the_connection_itself(d):
+    """`import -` reads its input in a thread of its own (server.SocketStdin): a client's
+    small pieces arrive whole, one that hangs up halfway leaves no image, and no
+    reader thread stays behind either way."""
+    data = b"".join(big_tar_stream(6, 300 << 10))
+    line = json.dumps(["import", "-"]).encode() + b"\n"
+    assert SHORT.fullmatch(d.call("import", "-", stdin=data))           # the worker pool exists now
+    fds = daemon_fds(d)
+    with d.netns.socket_connect(("127.0.0.1", 4242), timeout=30) as sock:
+        sock.sendall(line + data[:100])               # asyncio reads the start, the thread the rest
+        time.sleep(0.2)
+        for i in range(100, len(data), 7001):
+            sock.sendall(data[i:i + 7001])
+            if i % 20 == 0:
+                time.sleep(0.001)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b"".join(iter(lambda: sock.recv(1 << 16), b"")).decode()
+    assert SHORT.fullmatch(reply), reply
+    layer = layer_of(d, reply)
+    assert sorted(os.listdir(os.path.join(layer, "data"))) == [f"{i:05d}" for i in range(6)]
+    with open(os.path.join(layer, "data", "00005"), "rb") as f:
+        assert f.read() == data[-1024 - (300 << 10):-1024]
+    before = d.call("images", "-q")
+    with d.netns.socket_connect(("127.0.0.1", 4242), timeout=30) as sock:
+        sock.sendall(line + data[:len(data) // 2])
+    deadline = time.monotonic() + 10
+    while staged(d) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert staged(d) == [] and d.call("images", "-q") == before
+    # release() joins the reader thread before it closes its wake-up pipe: no fd stays open.
+    deadline = time.monotonic() + 10
+    while daemon_fds(d) > fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon_fds(d) == fds
+
+
+def test_client_sends_a_file_on_stdin_whole(d, tmp_path):
+    """`docker0 import - < layer.tar`: the client hands the file to sendfile(2); every byte arrives."""
+    data = b"".join(big_tar_stream(3, (1 << 20) + 7))
+    path = tmp_path / "layer.tar"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        client = subprocess.run(["ip", "netns", "exec", d.netns.name, PYTHON, "-m", "docker0_2013",
+                                 "import", "-"], stdin=f, capture_output=True, timeout=120, cwd=REPO)
+    assert client.returncode == 0 and SHORT.fullmatch(client.stdout.decode()), client
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        expected = archive.extractfile("data/00002").read()
+    with open(os.path.join(layer_of(d, client.stdout.decode()), "data", "00002"), "rb") as f:
+        assert f.read() == expected and len(expected) == (1 << 20) + 7

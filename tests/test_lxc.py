@@ -58,6 +58,23 @@ def test_init_command_line():
     assert "-u" not in lxc.init_command("10.0.3.1", "", "true", [])
 
 
+def test_sysinit_runs_compiled_when_current(tmp_path):
+    """The init runs sysinit's .pyc (no compile at every start), never a stale one."""
+    command = lxc.init_command("10.0.3.1", "", "true", [])
+    script = command[command.index("-B") + 1]
+    if lxc.sysinit_file() != lxc.SYSINIT:
+        assert script.startswith("/dev/.docker0/docker0_2013/__pycache__/sysinit.") and script.endswith(".pyc")
+        assert lxc.compiled_from(lxc.SYSINIT, lxc.sysinit_file())
+    source, compiled = tmp_path / "s.py", tmp_path / "s.pyc"
+    source.write_text("x = 1\n")
+    import py_compile
+    py_compile.compile(str(source), cfile=str(compiled), doraise=True)
+    assert lxc.compiled_from(str(source), str(compiled))
+    source.write_text("x = 22\n")                      # another size: stale
+    assert not lxc.compiled_from(str(source), str(compiled))
+    assert not lxc.compiled_from(str(source), str(tmp_path / "missing.pyc"))
+
+
 def test_sysinit_argument_parsing():
     assert parse_args(["-g", "1.2.3.4", "-u", "root", "--", "ls", "-u"]) == (
         {"-g": "1.2.3.4", "-u": "root", "-w": ""}, ["ls", "-u"])
