@@ -5,10 +5,14 @@ import os
 
 import pytest
 
-from netns import Daemon, Netns
+from netns import Daemon, Netns, remove_abandoned_namespaces
 
 if os.geteuid() != 0:
     pytest.exit("the docker0 tests run real containers and need root", returncode=1)
+
+
+def pytest_sessionstart(session) -> None:
+    remove_abandoned_namespaces()    # what a killed earlier run could not tear down
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ class Netns:
     """`ip netns add`, with lxcbr0 10.0.3.1/24 inside unless bridge=None."""
 
     def __init__(self, bridge: str | None = "lxcbr0", address: str = "10.0.3.1/24") -> None:
-        self.name = "d0t-" + secrets.token_hex(4)
+        # The creator's PID in the name lets a later run remove what a killed run left.
+        self.name = f"d0t-{os.getpid()}-{secrets.token_hex(4)}"
         run("ip", "netns", "add", self.name)
         try:
             self.exec("ip", "link", "set", "lo", "up")
@@ -92,6 +93,29 @@ class Netns:
                 kill_until_gone(self.pids)
         finally:
             run("ip", "netns", "del", self.name, check=False)
+
+
+def remove_abandoned_namespaces() -> None:
+    """Delete the namespaces (and logs) of test runs that were killed before their teardown.
+
+    Only names of the form d0t-PID-RANDOM whose PID no longer runs: a suite
+    running beside this one keeps its own.
+    """
+    for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != "d0t" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue                  # its run is still going
+        except ProcessLookupError:
+            pass
+        abandoned = Netns.__new__(Netns)
+        abandoned.name = name
+        abandoned.destroy()
+        log = os.path.join(tempfile.gettempdir(), f"{name}.log")
+        if os.path.exists(log):
+            os.unlink(log)
 
 
 def kill_until_gone(find_pids) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -22,7 +23,7 @@ import pytest
 
 import netns as netns_module
 from helpers import base_tar, d, inside, run_detached  # noqa: F401
-from netns import Daemon, Netns
+from netns import Daemon, Netns, remove_abandoned_namespaces
 
 STALLED = 8                      # of each kind: stdin uploads and URL imports
 
@@ -188,3 +189,18 @@ def test_daemon_set_up_failure_leaves_nothing(fixed_name, tmp_path):
     assert not os.path.exists(os.path.join(tempfile.gettempdir(), f"{fixed_name}.log"))
     with open("/proc/mounts") as f:
         assert str(root) not in f.read()
+
+
+def test_a_killed_runs_namespace_is_removed_by_the_next_run():
+    """A namespace whose creating run is gone (its PID in the name) goes; a live run's stays."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned, live = f"d0t-{dead.pid}-{secrets.token_hex(4)}", Netns(bridge=None)
+    subprocess.run(["ip", "netns", "add", abandoned], check=True)
+    try:
+        remove_abandoned_namespaces()
+        assert not os.path.exists(f"/run/netns/{abandoned}")
+        assert os.path.exists(f"/run/netns/{live.name}")
+    finally:
+        subprocess.run(["ip", "netns", "del", abandoned], capture_output=True)
+        live.destroy()
