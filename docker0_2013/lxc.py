@@ -278,10 +278,11 @@ def sysinit_file() -> str:
     if os.path.realpath(sys.executable) != os.path.realpath(HOST_PYTHON):
         return SYSINIT
     compiled = importlib.util.cache_from_source(SYSINIT)
+    if compiled_from(SYSINIT, compiled):        # the usual case: one stat and a 16-byte read
+        return compiled
     try:
-        if not compiled_from(SYSINIT, compiled):
-            py_compile.compile(SYSINIT, cfile=compiled, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+        py_compile.compile(SYSINIT, cfile=compiled, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
         if compiled_from(SYSINIT, compiled):
             return compiled
     except (OSError, py_compile.PyCompileError) as e:

@@ -16,7 +16,7 @@ Changed since 2013 (spec 4.2, DESIGN.md):
   fails with one message naming what is missing; 2013 started anyway and
   every `run` then failed with LXC's `Failed to setup cgroup limits`;
 - `import URL` has connect and read timeouts (URL_TIMEOUT): a server that
-  accepts and never answers does not hold a thread forever.
+  accepts and never answers does not hold a thread forever;
 - start-up never fails on what a previous run left: a container record or
   a `repositories` file that cannot be read, and a leftover that cannot be
   removed (immutable, a bind mount below it), is logged and moved to
@@ -47,7 +47,6 @@ DEFAULT_ROOT = "/var/lib/docker"
 DEFAULT_BRIDGE = "lxcbr0"
 HALF_DONE = ":"          # prefix of a container directory being created or removed; never an ID
 MODERN_DOCKER_MARKERS = ("image", "overlay2", "containerd", "buildkit", "swarm")
-CGROUP_ROOT = "/sys/fs/cgroup"
 URL_TIMEOUT = 60.0       # seconds an `import URL` waits for the connection or the next bytes
 
 log = logging.getLogger("docker0")
@@ -75,8 +74,8 @@ def cgroup_hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
         for line in f:
             fields, _, rest = line.partition(" - ")
             point, fstype = fields.split()[4], rest.split()[0]
-            if (fstype == "cgroup" and point.startswith(CGROUP_ROOT + "/")) or \
-                    (fstype == "cgroup2" and point == CGROUP_ROOT):
+            if (fstype == "cgroup" and point.startswith(lxc.CGROUP_ROOT + "/")) or \
+                    (fstype == "cgroup2" and point == lxc.CGROUP_ROOT):
                 found.append(point)
     return found
 
@@ -102,9 +101,9 @@ def check_host(bridge: str) -> None:
     """
     missing = []
     if not cgroup_hierarchies():
-        missing.append(f"no cgroup hierarchy is mounted at {CGROUP_ROOT} (neither cgroup v1 "
+        missing.append(f"no cgroup hierarchy is mounted at {lxc.CGROUP_ROOT} (neither cgroup v1 "
                        f"hierarchies below it nor cgroup2 on it); LXC cannot run a container "
-                       f"without one. Mount them, e.g. 'mount -t cgroup2 none {CGROUP_ROOT}'")
+                       f"without one. Mount them, e.g. 'mount -t cgroup2 none {lxc.CGROUP_ROOT}'")
     if not has_overlayfs():
         missing.append("the kernel does not support overlayfs ('overlay' is not in "
                        "/proc/filesystems; try 'modprobe overlay')")

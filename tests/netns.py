@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from docker0_2013.utils import remove_tree
 
 CLONE_NEWNET = 0x40000000
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -318,6 +319,9 @@ class Daemon:
                         remove_container_cgroups(self.root)
                         unmount_below(self.root)
                         if self.own_root:
-                            shutil.rmtree(self.root, ignore_errors=True)
+                            try:     # remove_tree: a container's tree may be deeper than PATH_MAX
+                                remove_tree(self.root)
+                            except OSError:
+                                pass
                     if self.log_path and os.path.exists(self.log_path):
                         os.unlink(self.log_path)
