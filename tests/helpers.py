@@ -73,6 +73,17 @@ def daemon_fds(d: Daemon) -> int:
     return len(os.listdir(f"/proc/{d.proc.pid}/fd"))
 
 
+def settled_fds(d: Daemon, quiet: float = 0.3, timeout: float = 10) -> int:
+    """daemon_fds once it has not changed for `quiet` s: the last reply's connection
+    is closed only after the client hangs up (server.finish), a moment after the call."""
+    count, since, deadline = daemon_fds(d), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if (now := daemon_fds(d)) != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def daemon_rss_kb(d: Daemon) -> int:
     """VmRSS of the daemon's Python process (the fixture starts it under `sh -c ... exec`)."""
     with open(f"/proc/{d.proc.pid}/status") as f:

@@ -27,7 +27,7 @@ from docker0_2013.archive import untar
 from docker0_2013.graph import Graph
 from docker0_2013.tags import TagStore
 from docker0_2013.utils import format_time
-from helpers import base_tar, d, daemon_fds  # noqa: F401 (fixtures)
+from helpers import base_tar, d, daemon_fds, settled_fds  # noqa: F401 (fixtures)
 from netns import PYTHON, REPO, Daemon
 from test_archive import hostile_archives, listing, make_tree, member, tar_of
 
@@ -504,7 +504,7 @@ def test_import_reads_the_connection_itself(d):
     data = b"".join(big_tar_stream(6, 300 << 10))
     line = json.dumps(["import", "-"]).encode() + b"\n"
     assert SHORT.fullmatch(d.call("import", "-", stdin=data))           # the worker pool exists now
-    fds = daemon_fds(d)
+    fds = settled_fds(d)
     with d.netns.socket_connect(("127.0.0.1", 4242), timeout=30) as sock:
         sock.sendall(line + data[:100])               # asyncio reads the start, the thread the rest
         time.sleep(0.2)
