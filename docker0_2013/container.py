@@ -1,11 +1,12 @@
 """A container: its JSON record, its process and its streams. container.go and state.go of 2013.
 
 Start, in one line each (spec 5.5): mount the layered root, allocate an IP and
-ports, write config.lxc, then start the container's shim (shim.py), which runs
+ports, write config.lxc, while the container's shim (shim.py) starts up; save
+the record, then send the shim the command it runs
 
     sh -c "lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD..."
 
-once it reads `go`, with the container's stdout and stderr on its pipes.
+with the container's stdout and stderr on its pipes.
 
 Changed since 2013, and why:
 - a shim per container (shim.py; containerd-shim and conmon since 2015) holds
@@ -20,7 +21,7 @@ Changed since 2013, and why:
   ended while the daemon was down is still known after a restart (2013
   showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
 - the shim starts lxc-start only after the daemon has saved the container
-  as running (it waits for a line on a pipe): a daemon killed in between
+  as running (it waits for the command on a pipe): a daemon killed in between
   leaves no container running behind a record that says it is not;
 - `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
   Docker did, instead of 2013's three, so interactive shells behave; it is
@@ -152,7 +153,7 @@ class Container:
             self.stopped.set()
             self.exited.set()
         self.iface: NetworkInterface | None = None
-        self.pty: tuple[int, int] | None = None   # -t: (master, slave), until the shim has them
+        self.console = ""                    # -t: the host's name of the pty the shim holds
         self.killed = False
         self.removed = False                 # rm has taken it: nothing may start or wait on it again
         self.monitor_task: asyncio.Task | None = None
@@ -210,40 +211,47 @@ class Container:
                 raise LookupError(f"No such container: {self.short_id}")
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
-            process, go, running = await asyncio.to_thread(self.launch)
+            process, go, command, running = await asyncio.to_thread(self.launch)
             self.killed = False
             self.State = running
             self.stopped.clear()
             self.exited.clear()
             self.started.set()
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
-            try:
-                os.write(go, b"go\n")        # recorded as running: now the shim may start it
+            try:                             # recorded as running: now the shim may start it
+                write_all(go, b"\0".join(os.fsencode(arg) for arg in command))
+            except OSError as e:             # the shim has died: monitor() sees it end
+                log.info("%s: Failed to start the shim: %s", self.Id, e)
             finally:
                 os.close(go)
 
-    def launch(self) -> tuple[subprocess.Popen, int, State]:
-        """Prepare, spawn the waiting shim, save the record as running.
+    def launch(self) -> tuple[subprocess.Popen, int, list[str], State]:
+        """Spawn the waiting shim, prepare, save the record as running.
 
         Blocking work (a mount, fsyncs), so it runs in a worker thread: in one,
-        since every hop between threads adds to the start. If the record cannot
-        be saved, the shim is let go without starting anything.
+        since every hop between threads adds to the start. The shim's Python
+        starts meanwhile. If anything fails, the shim is let go without
+        starting anything.
         """
-        self.prepare()
+        process, go = self.spawn()
         try:
-            process, go = self.spawn()
+            self.prepare()
         except BaseException:
-            self.release()
+            os.close(go)                     # the shim reads EOF and exits
+            process.wait()
             raise
         running = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
         try:
             self.to_disk(running)
         except BaseException:
-            os.close(go)                     # the shim reads EOF and exits
+            os.close(go)
             process.wait()
             self.release()
             raise
-        return process, go, running
+        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
+                                self.Config.WorkingDir)
+        command = lxc.execute_command(self.Id, os.path.dirname(self.root), self.path("config.lxc"), init)
+        return process, go, command, running
 
     def prepare(self) -> None:
         """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
@@ -256,33 +264,21 @@ class Container:
                 iface.allocate_port(spec)
             env = lxc.environment(self.Config.Env, self.Config.Tty)
             lxc.copy_resolv_conf(self.root)
-            console = self.open_pty() if self.Config.Tty else ""
             config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
                                     bridge=self.network.bridge, iface=iface, env=env,
                                     memory=self.Config.Memory, memory_swap=self.Config.MemorySwap,
-                                    console=console)
+                                    console=self.console)
             # Written anew before every start and read by nothing after a crash: no fsync.
             fd = os.open(self.path("config.lxc"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(config)
         except BaseException:
-            self.drop_pty()
             if iface is not None:
                 iface.release()
             layers.unmount_rootfs(self.rootfs)
             raise
         self.attach_network(iface)
 
-    def open_pty(self) -> str:
-        """-t: the container's terminal, 24x80; its name, for /dev/console."""
-        self.pty = master, slave = os.openpty()
-        termios.tcsetwinsize(master, TTY_SIZE)
-        return os.ttyname(slave)
-
-    def drop_pty(self) -> None:
-        for fd in self.pty or ():
-            os.close(fd)
-        self.pty = None
 
     def attach_network(self, iface: NetworkInterface) -> None:
         self.iface = iface
@@ -290,44 +286,44 @@ class Container:
                                                dict(iface.port_mapping) or None)
 
     def spawn(self) -> tuple[subprocess.Popen, int]:
-        """Start the container's shim (shim.py), which waits for a line on its stdin.
+        """Start the container's shim (shim.py), which waits on its stdin for the command.
 
-        The caller writes that line (to the returned fd) once the container is
-        saved as running; if the daemon dies before that, the pipe closes and
-        the shim exits at once. The shim's socket is bound here, so a client
-        can connect to it as soon as the shim exists.
+        The caller writes the command (to the returned fd) once the container
+        is saved as running; if the daemon dies before that, the pipe closes
+        and the shim exits at once. The shim's socket is bound here, so a
+        client can connect to it as soon as the shim exists. With -t, the pty
+        is opened here too: its name goes into config.lxc.
         """
-        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
-                                self.Config.WorkingDir)
-        command = lxc.execute_command(self.Id, os.path.dirname(self.root),
-                                      self.path("config.lxc"), init)
         for name in ("exit-code", "shim.sock"):
             if os.path.exists(self.path(name)):
                 os.unlink(self.path(name))
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         wait_read, go = os.pipe()
+        pty = None
         try:
             in_directory(self.root, "shim.sock", listener.bind)
             listener.listen(64)
             shim = [sys.executable, "-I", "-S", "-B", SHIM, self.root, "--socket", str(listener.fileno())]
             fds = [listener.fileno()]
-            if self.pty:
-                shim += ["--tty", ",".join(map(str, self.pty))]
-                fds += self.pty
+            if self.Config.Tty:          # one pty: input, output and errors; 24x80
+                pty = master, slave = os.openpty()
+                termios.tcsetwinsize(master, TTY_SIZE)
+                self.console = os.ttyname(slave)
+                shim += ["--tty", f"{master},{slave}"]
+                fds += pty
             if self.Config.OpenStdin:
                 shim.append("--stdin")
-            process = subprocess.Popen(
-                [*shim, "--", *command], stdin=wait_read, stdout=subprocess.DEVNULL,
-                pass_fds=fds, start_new_session=True, env={"PATH": lxc.DEFAULT_PATH})
+            process = subprocess.Popen(shim, stdin=wait_read, stdout=subprocess.DEVNULL, pass_fds=fds,
+                                       start_new_session=True, env={"PATH": lxc.DEFAULT_PATH})
         except BaseException:
             os.close(go)
             if os.path.exists(self.path("shim.sock")):
                 os.unlink(self.path("shim.sock"))
             raise
         finally:
-            os.close(wait_read)
+            for fd in (wait_read, *(pty or ())):
+                os.close(fd)
             listener.close()
-            self.drop_pty()
         return process, go
 
     async def connect_shim(self, request: str) -> asyncio.StreamWriter:
@@ -551,6 +547,11 @@ class Container:
 
 
 # -- Process helpers ---------------------------------------------------------------------
+
+
+def write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def in_directory(directory: str, name: str, action) -> None:

@@ -2,11 +2,13 @@
 containerd-shim / conmon, 2015+ (no 2013 file: the 2013 daemon held every
 container's pipes itself, and a container died with it).
 
-    python3 -I -S shim.py DIR --socket FD [--tty MASTER,SLAVE] [--stdin] -- COMMAND...
+    python3 -I -S shim.py DIR --socket FD [--tty MASTER,SLAVE] [--stdin]
 
 The daemon starts it in a session of its own (container.py: Container.spawn())
-with fd 0 a pipe on which it writes `go` once the container is saved as
-running, and FD a unix socket listening at DIR/shim.sock. The shim then
+with FD a unix socket listening at DIR/shim.sock, and fd 0 a pipe on which it
+writes COMMAND (its arguments separated by NUL bytes) and closes once the
+container is saved as running; the shim's start-up meanwhile overlaps the
+daemon's. The shim then
 
 - runs COMMAND (lxc-start under lxc.py's line of sh) with stdout and stderr
   on two pipes, or on the pty's slave with --tty; its stdin is a pipe with
@@ -46,10 +48,10 @@ def fail(message: str) -> None:
     posix._exit(1)
 
 
-def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
-    """DIR, then `--socket FD`, `--tty MASTER,SLAVE`, `--stdin`, then `--` and COMMAND."""
+def parse_args(argv: list[str]) -> dict:
+    """DIR, then `--socket FD`, `--tty MASTER,SLAVE`, `--stdin`."""
     flags = {"dir": argv.pop(0) if argv else "", "socket": -1, "tty": None, "stdin": False}
-    while argv and argv[0] != "--":
+    while argv:
         flag = argv.pop(0)
         if flag == "--stdin":
             flags["stdin"] = True
@@ -59,9 +61,9 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
             flags["tty"] = tuple(int(fd) for fd in argv.pop(0).split(","))
         else:
             fail(f"bad argument {flag!r}")
-    if not flags["dir"] or flags["socket"] < 0 or len(argv) < 2:
-        fail("usage: shim.py DIR --socket FD [--tty MASTER,SLAVE] [--stdin] -- COMMAND...")
-    return flags, argv[1:]
+    if not flags["dir"] or flags["socket"] < 0:
+        fail("usage: shim.py DIR --socket FD [--tty MASTER,SLAVE] [--stdin]")
+    return flags
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -69,18 +71,18 @@ def write_all(fd: int, data: bytes) -> None:
         data = data[posix.write(fd, data):]
 
 
-def find_program(name: str) -> str:
+def find_program(name: bytes) -> bytes:
     """Where execvp would find `name` along our PATH."""
-    if "/" in name:
+    if b"/" in name:
         return name
-    for directory in posix.environ.get(b"PATH", b"/usr/bin:/bin").decode().split(":"):
-        candidate = f"{directory or '.'}/{name}"
+    for directory in posix.environ.get(b"PATH", b"/usr/bin:/bin").split(b":"):
+        candidate = (directory or b".") + b"/" + name
         if posix.access(candidate, posix.X_OK):
             return candidate
-    fail(f"{name}: not found")
+    fail(f"{name.decode(errors='replace')}: not found")
 
 
-def start(command: list[str], stdio: tuple[int, int, int]) -> int:
+def start(command: list[bytes], stdio: tuple[int, int, int]) -> int:
     """Fork and exec COMMAND with `stdio` as its fds 0, 1 and 2; its PID."""
     path = find_program(command[0])
     pid = posix.fork()
@@ -116,7 +118,7 @@ class Shim:
         return posix.open(f"{self.directory}/{name}-{stream}.log",
                           posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o600)
 
-    def run(self, command: list[str], tty: tuple[int, int] | None, open_stdin: bool) -> int:
+    def run(self, tty: tuple[int, int] | None, open_stdin: bool) -> int:
         stdout_log, stderr_log = self.log("stdout"), self.log("stderr")
         if tty:
             master, slave = tty
@@ -138,7 +140,8 @@ class Shim:
                 in_read = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
             stdio = (in_read, out_write, err_write)
             ours = list(stdio)
-        if not wait_for_go():
+        command = read_command()
+        if not command:                  # the daemon died, or its start failed
             return 1
         self.child = start(command, stdio)
         for fd in ours:                  # only the container holds its ends now: EOF when it ends
@@ -303,15 +306,13 @@ class Shim:
         remove(socket_path)
 
 
-def wait_for_go() -> bool:
-    """Block until the daemon has saved the container as running (False: it died first)."""
-    line = b""
-    while not line.endswith(b"\n"):
-        data = posix.read(0, 64)
-        if not data:
-            return False
-        line += data
-    return True
+def read_command() -> list[bytes]:
+    """COMMAND, once the daemon has saved the container as running (nothing: it did not)."""
+    chunks = []
+    while data := posix.read(0, CHUNK):
+        chunks.append(data)
+    posix.close(0)
+    return b"".join(chunks).split(b"\0") if chunks else []
 
 
 def remove(path: str) -> None:
@@ -322,7 +323,7 @@ def remove(path: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    flags, command = parse_args(list(argv))
+    flags = parse_args(list(argv))
     directory = flags["dir"]
     listener = _socket.socket(fileno=flags["socket"])
     posix.set_inheritable(listener.fileno(), False)
@@ -330,7 +331,7 @@ def main(argv: list[str]) -> None:
     shim = Shim(directory, listener)
     socket_path = f"{directory}/shim.sock"
     try:
-        status = shim.run(command, flags["tty"], flags["stdin"])
+        status = shim.run(flags["tty"], flags["stdin"])
         if shim.status is not None:
             shim.finish(socket_path)
     finally:
