@@ -297,6 +297,8 @@ class Container:
         for name in ("exit-code", "shim.sock"):
             if os.path.exists(self.path(name)):
                 os.unlink(self.path(name))
+        for stream in ("stdout", "stderr"):     # there for attach and logs, whatever the shim does
+            os.close(os.open(self.log_path(stream), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         wait_read, go = os.pipe()
         pty = None
