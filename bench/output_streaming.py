@@ -3,7 +3,8 @@ to the real client (`docker0 run base head -c SIZE /dev/zero`, read from the
 client's stdout pipe), vs the same command under `lxc-execute` writing to a pipe.
 
 Throughput = SIZE / wall time, both including container start; the container's
-output goes through its log file (container.py), which the daemon follows.
+output goes through a pipe to its shim (shim.py), which splices it into the log
+file, which the daemon follows (container.py).
 Median of ROUNDS rounds; each docker0 container is removed afterwards.
 
     /opt/docker0/bin/python bench/output_streaming.py [ROUNDS] [MEGABYTES]

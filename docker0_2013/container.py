@@ -1,28 +1,32 @@
 """A container: its JSON record, its process and its streams. container.go and state.go of 2013.
 
 Start, in one line each (spec 5.5): mount the layered root, allocate an IP and
-ports, write config.lxc, then run
+ports, write config.lxc, while the container's shim (shim.py) starts up; save
+the record, then send the shim the command it runs
 
-    sh -c 'read go; sh -c "lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD..."; echo $? > exit-code'
+    sh -c "lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD..."
 
-with the container's stdout and stderr going straight into its log files.
+with the container's stdout and stderr on its pipes.
 
 Changed since 2013, and why:
-- output goes to `<ID>-stdout.log` / `<ID>-stderr.log` directly, and `attach`
-  follows those files. The container does not depend on the daemon's pipes, so
-  a detached container outlives a daemon that is stopped or killed, and its
-  later output still reaches `logs`;
-- the small `sh` wrapper writes the container's exit status to `exit-code`
-  (sysinit, the container's PID 1, reports it through `init-status`, since
-  `lxc-start -F` always exits 0: lxc.execute_command), so
-  the status of a container that ended while the daemon was down is still
-  known after a restart (2013 showed `Exit -127`, spec 4.6); `State.Pid` is
-  that wrapper's PID;
-- the wrapper starts lxc-start only after the daemon has saved the
-  container as running (it waits for a line on a pipe): a daemon killed in
-  between leaves no container running behind a record that says it is not;
+- a shim per container (shim.py; containerd-shim and conmon since 2015) holds
+  the container's pipes, or its pty with -t, and appends the output to
+  `<ID>-stdout.log` / `<ID>-stderr.log`; `attach` follows those files, and
+  sends input through the shim's socket `shim.sock`. The daemon holds no fd of
+  the container, so a container outlives a daemon that is stopped or killed,
+  its later output still reaches `logs`, and the next daemon can attach to it;
+- the shim writes the container's exit status to `exit-code` (sysinit, the
+  container's PID 1, reports it through `init-status`, since `lxc-start -F`
+  always exits 0: lxc.execute_command), so the status of a container that
+  ended while the daemon was down is still known after a restart (2013
+  showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
+- the shim starts lxc-start only after the daemon has saved the container
+  as running (it waits for the command on a pipe): a daemon killed in between
+  leaves no container running behind a record that says it is not;
 - `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
-  Docker did, instead of 2013's three, so interactive shells behave;
+  Docker did, instead of 2013's three, so interactive shells behave; it is
+  the container's /dev/console, and starts 24x80 (the protocol has no way to
+  send a size);
 - per-container lock and a race-free wait (2013 could double-start, and lose
   the wake-up of `wait`, spec 10.2); a failed start releases what it took.
 """
@@ -32,15 +36,16 @@ import asyncio
 import json
 import logging
 import os
-import pty
-import select
 import signal
+import socket
 import subprocess
+import sys
+import termios
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from . import graph as layers, lxc
-from .utils import ZERO_TIME, atomic_write, client_paced, json_compact, now_string, short_id
+from .utils import ZERO_TIME, atomic_write, json_compact, now_string, short_id
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -48,6 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("docker0")
 STOP_TIMEOUT = 10.0
+SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
+TTY_SIZE = (24, 80)          # rows, columns: what a terminal without a client's size says
 
 
 class ClosedPipe(Exception):
@@ -153,12 +160,10 @@ class Container:
             self.stopped.set()
             self.exited.set()
         self.iface: NetworkInterface | None = None
-        self.stdin_fd: int | None = None     # write end of the process's stdin (-i)
-        self.pty_master: int | None = None
+        self.console = ""                    # -t: the host's name of the pty the shim holds
         self.killed = False
         self.removed = False                 # rm has taken it: nothing may start or wait on it again
         self.monitor_task: asyncio.Task | None = None
-        self.tty_task: asyncio.Task | None = None
 
     # -- The record ------------------------------------------------------------------
 
@@ -213,43 +218,47 @@ class Container:
                 raise LookupError(f"No such container: {self.short_id}")
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
-            process, go, running = await asyncio.to_thread(self.launch)
+            process, go, command, running = await asyncio.to_thread(self.launch)
             self.killed = False
             self.State = running
             self.stopped.clear()
             self.exited.clear()
             self.started.set()
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
-            if self.pty_master is not None:
-                self.tty_task = asyncio.create_task(self.copy_tty_output())
-            try:
-                os.write(go, b"go\n")        # recorded as running: now the wrapper may start it
+            try:                             # recorded as running: now the shim may start it
+                write_all(go, b"\0".join(os.fsencode(arg) for arg in command))
+            except OSError as e:             # the shim has died: monitor() sees it end
+                log.info("%s: Failed to start the shim: %s", self.Id, e)
             finally:
                 os.close(go)
 
-    def launch(self) -> tuple[subprocess.Popen, int, State]:
-        """Prepare, spawn the waiting wrapper, save the record as running.
+    def launch(self) -> tuple[subprocess.Popen, int, list[str], State]:
+        """Spawn the waiting shim, prepare, save the record as running.
 
         Blocking work (a mount, fsyncs), so it runs in a worker thread: in one,
-        since every hop between threads adds to the start. If the record cannot
-        be saved, the wrapper is let go without starting anything.
+        since every hop between threads adds to the start. The shim's Python
+        starts meanwhile. If anything fails, the shim is let go without
+        starting anything.
         """
-        self.prepare()
+        process, go = self.spawn()
         try:
-            process, go = self.spawn()
+            self.prepare()
         except BaseException:
-            self.release()
+            os.close(go)                     # the shim reads EOF and exits
+            process.wait()
             raise
         running = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
         try:
             self.to_disk(running)
         except BaseException:
-            os.close(go)                     # the wrapper reads EOF and exits
+            os.close(go)
             process.wait()
-            self.drop_streams()
             self.release()
             raise
-        return process, go, running
+        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
+                                self.Config.WorkingDir)
+        command = lxc.execute_command(self.Id, os.path.dirname(self.root), self.path("config.lxc"), init)
+        return process, go, command, running
 
     def prepare(self) -> None:
         """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
@@ -264,7 +273,8 @@ class Container:
             lxc.copy_resolv_conf(self.root)
             config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
                                     bridge=self.network.bridge, iface=iface, env=env,
-                                    memory=self.Config.Memory, memory_swap=self.Config.MemorySwap)
+                                    memory=self.Config.Memory, memory_swap=self.Config.MemorySwap,
+                                    console=self.console)
             # Written anew before every start and read by nothing after a crash: no fsync.
             fd = os.open(self.path("config.lxc"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -276,102 +286,87 @@ class Container:
             raise
         self.attach_network(iface)
 
+
     def attach_network(self, iface: NetworkInterface) -> None:
         self.iface = iface
         self.NetworkSettings = NetworkSettings(iface.ip, iface.prefixlen, iface.gateway,
                                                dict(iface.port_mapping) or None)
 
     def spawn(self) -> tuple[subprocess.Popen, int]:
-        """Run lxc-start under the exit-code wrapper, its output into the log files.
+        """Start the container's shim (shim.py), which waits on its stdin for the command.
 
-        The wrapper first waits for a line on its stderr, which starts as a
-        pipe; the caller writes that line (to the returned fd) once the
-        container is saved as running. If the daemon dies before that, the
-        pipe closes and the wrapper exits at once. (dash can only move fds
-        0-9, so the pipe borrows fd 2 before stderr becomes the log or pty.)
+        The caller writes the command (to the returned fd) once the container
+        is saved as running; if the daemon dies before that, the pipe closes
+        and the shim exits at once. The shim's socket is bound here, so a
+        client can connect to it as soon as the shim exists. With -t, the pty
+        is opened here too: its name goes into config.lxc.
         """
-        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
-                                self.Config.WorkingDir)
-        command = lxc.execute_command(self.Id, os.path.dirname(self.root),
-                                      self.path("config.lxc"), init)
-        exit_file = self.path("exit-code")
-        if os.path.exists(exit_file):
-            os.unlink(exit_file)
-        stderr = "exec 2>&1" if self.Config.Tty else 'exec 2>>"$1"'
-        script = f'read -r go <&2 || exit; {stderr}; shift; "$@"; echo $? > "$0"'
-        wrapper = ["sh", "-c", script, exit_file, self.log_path("stderr"), *command]
-        stdin_read = None
-        logs = [os.open(self.log_path(s), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                for s in ("stdout", "stderr")]
-        if self.Config.Tty:          # one pty: input (with -i), output and errors
-            self.pty_master, slave = pty.openpty()
-            out = slave
-            stdin_read = os.dup(slave) if self.Config.OpenStdin else None
-        else:
-            out = logs[0]
-            if self.Config.OpenStdin:
-                stdin_read, self.stdin_fd = os.pipe()
+        for name in ("exit-code", "shim.sock"):
+            if os.path.exists(self.path(name)):
+                os.unlink(self.path(name))
+        for stream in ("stdout", "stderr"):     # there for attach and logs, whatever the shim does
+            os.close(os.open(self.log_path(stream), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         wait_read, go = os.pipe()
+        pty = None
         try:
-            process = subprocess.Popen(
-                wrapper, stdin=stdin_read if stdin_read is not None else subprocess.DEVNULL,
-                stdout=out, stderr=wait_read, start_new_session=True, close_fds=True,
-                env={"PATH": lxc.DEFAULT_PATH})
+            in_directory(self.root, "shim.sock", listener.bind)
+            listener.listen(64)
+            shim = [sys.executable, "-I", "-S", "-B", SHIM, self.root, "--socket", str(listener.fileno())]
+            fds = [listener.fileno()]
+            if self.Config.Tty:          # one pty: input, output and errors; 24x80
+                pty = master, slave = os.openpty()
+                termios.tcsetwinsize(master, TTY_SIZE)
+                self.console = os.ttyname(slave)
+                shim += ["--tty", f"{master},{slave}"]
+                fds += pty
+            if self.Config.OpenStdin:
+                shim.append("--stdin")
+            process = subprocess.Popen(shim, stdin=wait_read, stdout=subprocess.DEVNULL, pass_fds=fds,
+                                       start_new_session=True, env={"PATH": lxc.DEFAULT_PATH})
         except BaseException:
             os.close(go)
-            self.drop_streams()
+            if os.path.exists(self.path("shim.sock")):
+                os.unlink(self.path("shim.sock"))
             raise
         finally:
-            for fd in {*logs, out, stdin_read, wait_read} - {None}:
+            for fd in (wait_read, *(pty or ())):
                 os.close(fd)
+            listener.close()
         return process, go
 
-    async def copy_tty_output(self) -> None:
-        """-t: the pty's output goes to the stdout log, like a non-tty stdout would."""
-        loop = asyncio.get_running_loop()
-        master = self.pty_master
-        readable = asyncio.Event()
-        os.set_blocking(master, False)
-        loop.add_reader(master, readable.set)
-        fd = None
+    async def connect_shim(self, request: str) -> asyncio.StreamWriter:
+        """A connection to the shim that starts with `request` (shim.py)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            fd = os.open(self.log_path("stdout"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            while True:
-                try:
-                    data = os.read(master, 1 << 16)
-                except BlockingIOError:
-                    readable.clear()
-                    await readable.wait()
-                    continue
-                except OSError:          # EIO: every slave is closed, the process ended
-                    break
-                if not data:
-                    break
-                os.write(fd, data)
-        finally:
-            loop.remove_reader(master)
-            if fd is not None:
-                os.close(fd)
-            os.close(master)
-            self.pty_master = None
+            in_directory(self.root, "shim.sock", sock.connect)   # a listening socket: at once
+            _, writer = await asyncio.open_unix_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        writer.write(request.encode() + b"\n")
+        return writer
+
+    def shim_answers(self) -> bool:
+        """Does the shim of this running container still listen on its socket?"""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                in_directory(self.root, "shim.sock", sock.connect)
+                return True
+            except OSError:
+                return False
 
     # -- Exit ---------------------------------------------------------------------------
 
     async def monitor(self, pid: int, process: subprocess.Popen | None = None) -> None:
-        """Wait for the wrapper to end, then release everything (spec 5.8)."""
+        """Wait for the shim to end, then release everything (spec 5.8).
+
+        The shim ends after the container's output is in the logs.
+        """
         await wait_for_pid(pid)
         if process is not None:
             process.wait()                   # it has ended: this only reaps it
-        if self.tty_task is not None:
-            try:
-                await self.tty_task
-            except OSError as e:             # a full disk, say: the container has ended all the same
-                log.info("%s: Failed to copy the terminal's output: %s", self.Id, e)
-            self.tty_task = None
         exit_code = -1 if self.killed else read_exit_code(self.path("exit-code"))
-        if self.stdin_fd is not None:
-            os.close(self.stdin_fd)
-            self.stdin_fd = None
         ended = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
         async with self.lock:      # not under an export's feet, and before the next start or rm
             try:
@@ -420,7 +415,7 @@ class Container:
     def init_pid(self) -> int | None:
         """The container's PID 1 (sysinit) on the host, once it is ready for signals.
 
-        It is the first process below the wrapper in a PID namespace of its
+        It is the first process below the shim in a PID namespace of its
         own; ready once it catches SIGTERM (sysinit's first step). Before that,
         LXC is still setting the container up, and a signal would be lost or
         leave lxc-start waiting. Nothing in the container can change either
@@ -538,49 +533,44 @@ class Container:
                     delay = min(delay * 2, 0.05)
 
     async def feed_stdin(self, stdin) -> None:
-        """Copy the client's input into the container's stdin (-i)."""
+        """Copy the client's input into the container's stdin (-i), through its shim."""
         await self.started.wait()
         if self.removed:
             return
-        while data := await stdin.read(1 << 16):
-            fd = self.pty_master if self.Config.Tty else self.stdin_fd
-            if fd is None:
-                return
-            try:
-                await client_paced(write_all, fd, data)     # paced by the container's reading
-            except OSError:
-                return
+        try:
+            shim = await self.connect_shim("stdin-once" if self.Config.StdinOnce else "stdin")
+        except OSError:                      # the run has just ended
+            return
+        try:
+            while data := await stdin.read(1 << 16):
+                shim.write(data)
+                await shim.drain()
+        except OSError:
+            return
+        finally:
+            shim.close()                     # with stdin-once, the container's input ends here
         if self.Config.StdinOnce:
-            self.close_stdin()
             await self.exited.wait()
         else:
             raise ClosedPipe("io: read/write on closed pipe")
-
-    def close_stdin(self) -> None:
-        if self.Config.Tty and self.pty_master is not None:
-            write_all(self.pty_master, b"\x04")     # ^D: end of input for a terminal
-        elif self.stdin_fd is not None:
-            os.close(self.stdin_fd)
-            self.stdin_fd = None
-
-    def drop_streams(self) -> None:
-        """Close the daemon's ends of the process's stdin and pty (a start that failed)."""
-        for fd in (self.stdin_fd, self.pty_master):
-            if fd is not None:
-                os.close(fd)
-        self.stdin_fd = self.pty_master = None
 
 
 # -- Process helpers ---------------------------------------------------------------------
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """Write everything, also to a non-blocking fd such as the pty master."""
     while data:
-        try:
-            data = data[os.write(fd, data):]
-        except BlockingIOError:
-            select.select([], [fd], [])
+        data = data[os.write(fd, data):]
+
+
+def in_directory(directory: str, name: str, action) -> None:
+    """`action(path)` for a socket path in `directory`, through /proc/self/fd: a unix
+    socket's path may have 107 bytes, and `ROOT/containers/<64-digit ID>/` is long."""
+    fd = os.open(directory, os.O_PATH | os.O_CLOEXEC)
+    try:
+        action(f"/proc/self/fd/{fd}/{name}")
+    finally:
+        os.close(fd)
 
 
 def kill_container(init: int) -> bool:
@@ -600,12 +590,12 @@ def kill_container(init: int) -> bool:
 
 
 def container_init(pid: int) -> int | None:
-    """The first process below `pid` (the wrapper) in another PID namespace than ours."""
+    """The first process below `pid` (the shim) in another PID namespace than ours."""
     try:
         ours = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return None
-    for _ in range(4):                   # wrapper -> sh -> lxc-start -> init
+    for _ in range(4):                   # shim -> sh -> lxc-start -> init
         children = child_pids(pid)
         if not children:
             return None
@@ -637,7 +627,7 @@ def catches(pid: int | None, sig: int) -> bool:
 
 
 def read_exit_code(path: str) -> int:
-    """The status the wrapper recorded; -127 if it never got to write one (spec 4.6)."""
+    """The status the shim recorded; -127 if it never got to write one (spec 4.6)."""
     try:
         with open(path) as f:
             return int(f.read().strip())
@@ -646,7 +636,7 @@ def read_exit_code(path: str) -> int:
 
 
 def process_alive(pid: int, container_id: str) -> bool:
-    """Is `pid` still this container's wrapper (and not a reused PID)?"""
+    """Is `pid` still this container's shim (and not a reused PID)?"""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return container_id.encode() in f.read()

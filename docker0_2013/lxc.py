@@ -29,11 +29,17 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
   pids limit is left out with a log line (LXC would refuse to start). LXC
   itself enables v2 controllers down to the container (cgroup.subtree_control),
   and applies the device policy as a BPF program there;
-- `lxc.autodev = 1`: LXC fills /dev, so images need no device nodes.
+- `lxc.autodev = 1`: LXC fills /dev, so images need no device nodes; as in
+  modern Docker, /dev/shm is a 64 MB tmpfs (Python's multiprocessing needs it),
+  and with -t the container's pty is its /dev/console (LXC mounts a devpts
+  of the container's own at /dev/pts);
+- the broadcast address is written with the IP address: LXC 5.0.2 computes
+  0.0.0.255 when it is missing.
 """
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import logging
 import os
 import py_compile
@@ -74,6 +80,7 @@ MASKED_FILES = ("proc/kcore", "proc/keys", "proc/timer_list", "proc/timer_stats"
                 "proc/sched_debug", "proc/latency_stats")
 MASKED_DIRS = ("proc/acpi", "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap")
 READ_ONLY = ("proc/irq", "proc/bus", "proc/fs")
+SHM_SIZE = "64m"                      # /dev/shm, as modern Docker makes it
 STATUS_FILE = "init-status"           # in the container's directory: the init writes its exit status
 APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -149,7 +156,9 @@ def merge_env(base: list[str] | None, extra: list[str] | None) -> list[str]:
 
 
 def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterface,
-               env: list[str], memory: int, memory_swap: int) -> str:
+               env: list[str], memory: int, memory_swap: int, console: str = "") -> str:
+    """`console`: with -t, the host's name of the container's pty (/dev/pts/N), which
+    becomes its /dev/console, so that `tty` can name the terminal it is on."""
     v2 = cgroup_v2_only()
     cgroup = "lxc.cgroup2" if v2 else "lxc.cgroup"
     home = check_value("rootfs", os.path.dirname(rootfs))     # the container's directory
@@ -160,7 +169,7 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
         f"lxc.net.0.link = {bridge}",
         "lxc.net.0.name = eth0",
         "lxc.net.0.mtu = 1500",
-        f"lxc.net.0.ipv4.address = {iface.ip}/{iface.prefixlen}",
+        f"lxc.net.0.ipv4.address = {iface.ip}/{iface.prefixlen} {broadcast(iface.ip, iface.prefixlen)}",
         f"lxc.rootfs.path = {rootfs}",
         "lxc.pty.max = 1024",
         "lxc.console.path = none",
@@ -170,6 +179,9 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
         *(f"{cgroup}.devices.allow = {d}" for d in ALLOWED_DEVICES),
         *pids_limit_lines(cgroup, v2),
         *isolation_lines(),
+        f"lxc.mount.entry = tmpfs dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size={SHM_SIZE},create=dir 0 0",
+        *([f"lxc.mount.entry = {check_value('console', console)} dev/console none bind,create=file 0 0"]
+          if console else []),
         f"lxc.mount.entry = {home}/resolv.conf etc/resolv.conf none bind,ro,nosuid,nodev,noexec,create=file 0 0",
         f"lxc.mount.entry = /usr {INIT_DIR[1:]}/usr none bind,ro,nosuid,nodev,create=dir 0 0",
         f"lxc.mount.entry = {PACKAGE_DIR} {INIT_DIR[1:]}/docker0_2013 none bind,ro,nosuid,nodev,create=dir 0 0",
@@ -188,6 +200,12 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
             if memory_swap >= 0 and swap_accounting():
                 lines.append(f"lxc.cgroup.memory.memsw.limit_in_bytes = {memory * 2}")
     return "\n".join(lines) + "\n"
+
+
+def broadcast(ip: str, prefixlen: int) -> str:
+    """The broadcast address of the bridge's network, given with the address:
+    LXC 5.0.2 computes 0.0.0.255 when the config gives none."""
+    return str(ipaddress.IPv4Network(f"{ip}/{prefixlen}", strict=False).broadcast_address)
 
 
 def isolation_lines() -> list[str]:

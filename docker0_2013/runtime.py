@@ -167,7 +167,8 @@ class Runtime(Commands):
                 log.error("Container %s: %s", name, e)
 
     def reconnect(self, container: Container) -> None:
-        """A container saved as running: follow it again, or record how it ended.
+        """A container saved as running: adopt it again through its shim (shim.py),
+        or record how it ended (the shim wrote its status before it left).
 
         A stopped one keeps nothing mounted (the last daemon may have died starting it).
         """
@@ -175,7 +176,7 @@ class Runtime(Commands):
             if layers.is_mounted(container.rootfs):
                 layers.unmount_rootfs(container.rootfs)
             return
-        if process_alive(container.State.Pid, container.Id):
+        if process_alive(container.State.Pid, container.Id) and container.shim_answers():
             ns = container.NetworkSettings
             container.iface = self.network.restore(ns.IpAddress, ns.PortMapping)
             self.still_running.append(container)

@@ -56,14 +56,29 @@ def leftovers(d: Daemon) -> dict:
     cgroups = glob.glob("/sys/fs/cgroup/*/lxc.payload.*") + glob.glob("/sys/fs/cgroup/*/*/lxc.payload.*")
     ids = os.listdir(os.path.join(d.root, "containers"))
     cgroups = [c for c in cgroups if any(i in c for i in ids)]
-    procs = []
+    procs = shim_pids(d)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.readlink(f"/proc/{pid}/root").startswith(d.root):
+            if os.readlink(f"/proc/{pid}/root").startswith(d.root) and pid not in procs:
                 procs.append(pid)
         except OSError:
             pass
     return {"mounts": mounts, "veths": veths, "rules": dnat_rules(d), "cgroups": cgroups, "procs": procs}
+
+
+def shim_pids(d: Daemon) -> list[str]:
+    """Processes started for a container of `d` that run outside it: its shim (shim.py),
+    the line of sh and lxc-start under it (their command lines name its directory)."""
+    marker = os.path.join(d.root, "containers", "").encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker in f.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
 
 
 NOTHING = {"mounts": [], "veths": "", "rules": [], "cgroups": [], "procs": []}

@@ -190,7 +190,7 @@ def test_the_walkthrough_story(daemon):
                               capture_output=True, text=True).stdout.strip() == "overlay"
         # 9: config.lxc.
         config = open(os.path.join(container, "config.lxc")).read()
-        assert "lxc.net.0.link = lxcbr0\n" in config and "lxc.net.0.ipv4.address = 10.0.3.2/24\n" in config
+        assert "lxc.net.0.link = lxcbr0\n" in config and "lxc.net.0.ipv4.address = 10.0.3.2/24 10.0.3.255\n" in config
         # 11: lxc-ls sees it with -P only.
         listed = netns_run(daemon, "lxc-ls", "-f", "-P", os.path.join(root, "containers"))
         assert re.search(rf"^{cid} +RUNNING .*10\.0\.3\.2", listed, re.M)

@@ -21,7 +21,7 @@ def config(**kw) -> str:
 def test_config_uses_lxc5_keys():
     text = config()
     assert "lxc.uts.name = foobar\n" in text
-    assert "lxc.net.0.ipv4.address = 10.0.3.7/24\n" in text
+    assert "lxc.net.0.ipv4.address = 10.0.3.7/24 10.0.3.255\n" in text
     assert "lxc.rootfs.path = /r/rootfs\n" in text
     assert "lxc.environment = A=b c\n" in text
     assert "lxc.environment = HOME=/\n" in text
