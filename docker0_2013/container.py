@@ -1,10 +1,10 @@
 """A container: its JSON record, its process and its streams. container.go and state.go of 2013.
 
-Start, in one line each (spec 5.5): mount the layered root, allocate an IP and
-ports, write config.lxc, while the container's shim (shim.py) starts up; save
-the record, then send the shim the command it runs
+Start, in one line each (spec 5.5): take a shim (shim.py) started ahead, mount
+the layered root, allocate an IP and ports, write config.lxc; save the record,
+then send the shim its job, the command it runs
 
-    sh -c "lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD..."
+    lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD...
 
 with the container's stdout and stderr on its pipes.
 
@@ -16,13 +16,14 @@ Changed since 2013, and why:
   the container, so a container outlives a daemon that is stopped or killed,
   its later output still reaches `logs`, and the next daemon can attach to it;
 - the shim writes the container's exit status to `exit-code` (sysinit, the
-  container's PID 1, reports it through `init-status`, since `lxc-start -F`
-  always exits 0: lxc.execute_command), so the status of a container that
+  container's PID 1, reports it through `init-status`, which the shim reads,
+  since `lxc-start -F` always exits 0: lxc.execute_command), so the status of a container that
   ended while the daemon was down is still known after a restart (2013
   showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
 - the shim starts lxc-start only after the daemon has saved the container
-  as running (it waits for the command on a pipe): a daemon killed in between
-  leaves no container running behind a record that says it is not;
+  as running (it waits for its job on a socket): a daemon killed in between
+  leaves no container running behind a record that says it is not; one shim
+  is always started ahead (Shims), so a start does not wait for its Python;
 - `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
   Docker did, instead of 2013's three, so interactive shells behave; it is
   the container's /dev/console, and starts 24x80 (the protocol has no way to
@@ -41,6 +42,7 @@ import socket
 import subprocess
 import sys
 import termios
+import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("docker0")
 STOP_TIMEOUT = 10.0
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
+SPARE_NICE = 10             # a spare shim loads without taking CPU from a start
 TTY_SIZE = (24, 80)          # rows, columns: what a terminal without a client's size says
 
 
@@ -218,47 +221,39 @@ class Container:
                 raise LookupError(f"No such container: {self.short_id}")
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
-            process, go, command, running = await asyncio.to_thread(self.launch)
+            process, job, running = await asyncio.to_thread(self.launch)
             self.killed = False
             self.State = running
             self.stopped.clear()
             self.exited.clear()
             self.started.set()
             self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
-            try:                             # recorded as running: now the shim may start it
-                write_all(go, b"\0".join(os.fsencode(arg) for arg in command))
-            except OSError as e:             # the shim has died: monitor() sees it end
-                log.info("%s: Failed to start the shim: %s", self.Id, e)
-            finally:
-                os.close(go)
+            job.send()                       # recorded as running: now the shim may start it
 
-    def launch(self) -> tuple[subprocess.Popen, int, list[str], State]:
-        """Spawn the waiting shim, prepare, save the record as running.
+    def launch(self) -> tuple[subprocess.Popen, "ShimJob", State]:
+        """Take a shim, prepare, save the record as running; the job for the shim.
 
         Blocking work (a mount, fsyncs), so it runs in a worker thread: in one,
-        since every hop between threads adds to the start. The shim's Python
-        starts meanwhile. If anything fails, the shim is let go without
-        starting anything.
+        since every hop between threads adds to the start. If anything fails,
+        the shim is let go without starting anything.
         """
-        process, go = self.spawn()
+        process, job = self.take_shim()
         try:
             self.prepare()
+            running = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
+            try:
+                self.to_disk(running)
+            except BaseException:
+                self.release()
+                raise
         except BaseException:
-            os.close(go)                     # the shim reads EOF and exits
+            job.cancel()                     # the shim reads EOF and exits
             process.wait()
-            raise
-        running = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
-        try:
-            self.to_disk(running)
-        except BaseException:
-            os.close(go)
-            process.wait()
-            self.release()
             raise
         init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
                                 self.Config.WorkingDir)
-        command = lxc.execute_command(self.Id, os.path.dirname(self.root), self.path("config.lxc"), init)
-        return process, go, command, running
+        job.command = lxc.execute_command(self.Id, os.path.dirname(self.root), self.path("config.lxc"), init)
+        return process, job, running
 
     def prepare(self) -> None:
         """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
@@ -292,48 +287,35 @@ class Container:
         self.NetworkSettings = NetworkSettings(iface.ip, iface.prefixlen, iface.gateway,
                                                dict(iface.port_mapping) or None)
 
-    def spawn(self) -> tuple[subprocess.Popen, int]:
-        """Start the container's shim (shim.py), which waits on its stdin for the command.
-
-        The caller writes the command (to the returned fd) once the container
-        is saved as running; if the daemon dies before that, the pipe closes
-        and the shim exits at once. The shim's socket is bound here, so a
-        client can connect to it as soon as the shim exists. With -t, the pty
-        is opened here too: its name goes into config.lxc.
-        """
+    def take_shim(self) -> tuple[subprocess.Popen, "ShimJob"]:
+        """A shim for this start (SHIMS), and its job's fds: the socket it will
+        listen on, bound here so that a client can connect as soon as the
+        container runs, and with -t the pty, whose name goes into config.lxc."""
         for name in ("exit-code", "shim.sock"):
             if os.path.exists(self.path(name)):
                 os.unlink(self.path(name))
         for stream in ("stdout", "stderr"):     # there for attach and logs, whatever the shim does
             os.close(os.open(self.log_path(stream), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        wait_read, go = os.pipe()
-        pty = None
+        process, channel = SHIMS.take()
+        job = ShimJob(channel, [self.root, "--status", lxc.STATUS_FILE])
         try:
-            in_directory(self.root, "shim.sock", listener.bind)
-            listener.listen(64)
-            shim = [sys.executable, "-I", "-S", "-B", SHIM, self.root, "--socket", str(listener.fileno())]
-            fds = [listener.fileno()]
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                in_directory(self.root, "shim.sock", listener.bind)
+                listener.listen(64)
+                job.fds.append(listener.detach())
             if self.Config.Tty:          # one pty: input, output and errors; 24x80
-                pty = master, slave = os.openpty()
+                master, slave = os.openpty()
+                job.fds += [master, slave]
                 termios.tcsetwinsize(master, TTY_SIZE)
                 self.console = os.ttyname(slave)
-                shim += ["--tty", f"{master},{slave}"]
-                fds += pty
+                job.fields.append("--tty")
             if self.Config.OpenStdin:
-                shim.append("--stdin")
-            process = subprocess.Popen(shim, stdin=wait_read, stdout=subprocess.DEVNULL, pass_fds=fds,
-                                       start_new_session=True, env={"PATH": lxc.DEFAULT_PATH})
+                job.fields.append("--stdin")
         except BaseException:
-            os.close(go)
-            if os.path.exists(self.path("shim.sock")):
-                os.unlink(self.path("shim.sock"))
+            job.cancel()
+            process.wait()
             raise
-        finally:
-            for fd in (wait_read, *(pty or ())):
-                os.close(fd)
-            listener.close()
-        return process, go
+        return process, job
 
     async def connect_shim(self, request: str) -> asyncio.StreamWriter:
         """A connection to the shim that starts with `request` (shim.py)."""
@@ -555,12 +537,90 @@ class Container:
             raise ClosedPipe("io: read/write on closed pipe")
 
 
+# -- Shims ----------------------------------------------------------------------------------
+
+
+class ShimJob:
+    """What a shim is sent once its container is saved as running (shim.py: read_job):
+    fds, and NUL-separated fields, then EOF."""
+
+    def __init__(self, channel: socket.socket, fields: list[str]) -> None:
+        self.channel = channel               # the daemon's end of the shim's fd 0
+        self.fields = fields                 # DIR [--tty] [--stdin] --status FILE
+        self.fds: list[int] = []             # the listening socket [, the pty's master and slave]
+        self.command: list[str] = []
+
+    def send(self) -> None:
+        payload = b"\0".join(os.fsencode(field) for field in [*self.fields, "--", *self.command])
+        try:
+            sent = socket.send_fds(self.channel, [payload], self.fds)
+            self.channel.sendall(payload[sent:])
+        except OSError as e:                 # the shim has died: monitor() sees it end
+            log.info("Failed to start the shim: %s", e)
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Close the daemon's ends: the shim reads EOF, and gets no job if none was sent."""
+        self.channel.close()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+class Shims:
+    """One shim started ahead and waiting for a job, so that a start does not
+    wait for the shim's Python to load (bench/README.md). Taking it starts the
+    next one in a thread; when none is ready (the first start, or several at
+    once), a shim is started on the spot."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spare: tuple[subprocess.Popen, socket.socket] | None = None
+        self.refilling = False
+
+    def take(self) -> tuple[subprocess.Popen, socket.socket]:
+        with self.lock:
+            spare, self.spare = self.spare, None
+            refill, self.refilling = not self.refilling, True
+        if refill:
+            threading.Thread(target=self.refill, name="shim-spare", daemon=True).start()
+        if spare is not None and spare[0].poll() is None:
+            return spare
+        if spare is not None:                # it has died: let it go
+            spare[1].close()
+        return start_shim()
+
+    def refill(self) -> None:
+        try:
+            spare = start_shim()
+            os.setpriority(os.PRIO_PROCESS, spare[0].pid, SPARE_NICE)   # shim.py: back to 0 with its job
+        except OSError as e:
+            log.info("Failed to start a spare shim: %s", e)
+            spare = None
+        with self.lock:
+            self.spare, self.refilling = spare, False
+
+
+def start_shim() -> tuple[subprocess.Popen, socket.socket]:
+    """A shim (shim.py) in a session of its own, waiting on fd 0 for its job."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        process = subprocess.Popen([sys.executable, "-I", "-S", "-B", SHIM], stdin=theirs,
+                                   stdout=subprocess.DEVNULL, cwd="/", start_new_session=True,
+                                   env={"PATH": lxc.DEFAULT_PATH})
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, ours
+
+
+SHIMS = Shims()
+
+
 # -- Process helpers ---------------------------------------------------------------------
-
-
-def write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data):]
 
 
 def in_directory(directory: str, name: str, action) -> None:
@@ -595,7 +655,7 @@ def container_init(pid: int) -> int | None:
         ours = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return None
-    for _ in range(4):                   # shim -> sh -> lxc-start -> init
+    for _ in range(3):                   # shim -> lxc-start -> init
         children = child_pids(pid)
         if not children:
             return None
@@ -635,11 +695,13 @@ def read_exit_code(path: str) -> int:
         return -127
 
 
-def process_alive(pid: int, container_id: str) -> bool:
-    """Is `pid` still this container's shim (and not a reused PID)?"""
+def process_alive(pid: int, root: str) -> bool:
+    """Is `pid` still the shim of the container in `root` (and not a reused PID)?
+    A shim works in its container's directory."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return container_id.encode() in f.read()
+            is_shim = SHIM.encode() in f.read()
+        return is_shim and os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(root)
     except OSError:
         return False
 

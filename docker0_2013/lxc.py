@@ -6,7 +6,7 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 - `lxc-start -F` with docker0's own `sysinit.py` as PID 1 (2013: lxc-start
   with /sbin/init; until issue 12: lxc-execute, whose init kept every
   capability). `lxc-start -F` always exits 0, so sysinit writes the program's
-  status to `init-status`, and a line of `sh` exits with it;
+  status to `init-status`, and the container's shim reads it;
 - isolation (isolation_lines(), docs/then-and-now.md): Docker's default
   capabilities (`lxc.cap.keep`, plus net_admin and sys_admin that sysinit
   drops before the program runs), the seccomp policy `seccomp.policy`,
@@ -323,13 +323,10 @@ def compiled_from(source: str, compiled: str) -> bool:
 
 
 def execute_command(container_id: str, lxc_path: str, config_path: str, init: list[str]) -> list[str]:
-    """`lxc-start -F` with sysinit as the container's PID 1, under a line of `sh`
-    that exits with the init's status: `lxc-start -F` itself always exits 0, so
-    sysinit writes the status to `init-status` (bind-mounted for it, empty if it
-    was killed: 137, as for SIGKILL)."""
-    status = os.path.join(lxc_path, container_id, STATUS_FILE)
-    script = 'lxc-start "$@" || exit; read -r code < "$0"; exit "${code:-137}"'
-    return ["sh", "-c", script, status, "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
+    """`lxc-start -F` with sysinit as the container's PID 1. `lxc-start -F` itself
+    always exits 0, so sysinit writes the status to STATUS_FILE (bind-mounted for
+    it), which the shim reads (shim.py: an empty file is 137, as for SIGKILL)."""
+    return ["lxc-start", "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
             "-o", os.path.join(lxc_path, container_id, "lxc.log"), "-l", "ERROR", "--", *init]
 
 

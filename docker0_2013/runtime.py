@@ -176,7 +176,7 @@ class Runtime(Commands):
             if layers.is_mounted(container.rootfs):
                 layers.unmount_rootfs(container.rootfs)
             return
-        if process_alive(container.State.Pid, container.Id) and container.shim_answers():
+        if process_alive(container.State.Pid, container.root) and container.shim_answers():
             ns = container.NetworkSettings
             container.iface = self.network.restore(ns.IpAddress, ns.PortMapping)
             self.still_running.append(container)

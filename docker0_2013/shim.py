@@ -2,38 +2,47 @@
 containerd-shim / conmon, 2015+ (no 2013 file: the 2013 daemon held every
 container's pipes itself, and a container died with it).
 
-    python3 -I -S shim.py DIR --socket FD [--tty MASTER,SLAVE] [--stdin]
+    python3 -I -S -B shim.py        (fd 0: a unix socket to the daemon)
 
-The daemon starts it in a session of its own (container.py: Container.spawn())
-with FD a unix socket listening at DIR/shim.sock, and fd 0 a pipe on which it
-writes COMMAND (its arguments separated by NUL bytes) and closes once the
-container is saved as running; the shim's start-up meanwhile overlaps the
-daemon's. The shim then
+The daemon starts a shim ahead, before any container needs it (a spare:
+container.py, Shims), so a start never waits for this Python to load. The
+shim waits on fd 0 for its job, which the daemon sends once the container is
+saved as running, in one message and then EOF: the fds of a unix socket
+listening at DIR/shim.sock (and with --tty the pty's master and slave), and
+NUL-separated fields
 
-- runs COMMAND (lxc-start under lxc.py's line of sh) with stdout and stderr
-  on two pipes, or on the pty's slave with --tty; its stdin is a pipe with
-  --stdin, the pty with --tty, else /dev/null;
+    DIR [--tty] [--stdin] --status FILE -- COMMAND...
+
+(EOF with no job: the daemon went away, or the start failed; the shim
+exits). The shim then works in DIR, and
+
+- runs COMMAND (lxc-start -F, lxc.py) with stdout and stderr on two pipes,
+  or on the pty's slave with --tty; its stdin is a pipe with --stdin, the
+  pty with --tty, else /dev/null;
 - appends what comes out to DIR/<ID>-stdout.log and DIR/<ID>-stderr.log, the
   files `logs` prints and `attach` follows (with --tty, everything goes to the
   stdout log, as in Docker);
 - takes the container's input on its socket: a connection that starts with
   the line `stdin` sends bytes to the container's stdin; `stdin-once` the
   same, and the stdin ends with the connection (a ^D on a pty);
-- once COMMAND has ended and its output is drained, writes its status to
-  DIR/exit-code (what the daemon reads, also after a restart), removes the
-  socket and exits.
+- once COMMAND has ended and its output is drained, writes the container's
+  status to DIR/exit-code (what the daemon reads, also after a restart),
+  removes the socket and exits. `lxc-start -F` exits 0 whatever the
+  container did, so the status is the one sysinit wrote to FILE (empty: the
+  init was killed, 137 as for SIGKILL); lxc-start's own if it failed.
 
 So the container writes to pipes, never to the log files: `echo b >
 /dev/stdout` opens the pipe again, as on any Unix, instead of truncating a
 log. And the daemon holds no fd of the container: it can be killed and
-started again, and finds the shim by its socket (runtime.py: reconnect()).
+started again, and finds the shim by its socket and its working directory
+(runtime.py: reconnect()).
 
 Output from pipes is moved into the logs with splice(2), without a copy
 through this process; the pty's with read and write.
 
 Like sysinit.py it imports only C modules (`posix`, `select`, `fcntl`,
 `_socket`, `_signal`): `os`, `socket` and `signal` would add about 10 ms to
-every start.
+its start.
 """
 import _signal
 import _socket
@@ -48,6 +57,7 @@ DRAIN_TIMEOUT = 2000        # ms: once COMMAND has ended, a silent output is tak
 EOT = b"\x04"               # ^D: the end of a terminal's input
 EIO = 5
 SEEK_END = 2
+SOCKET = "shim.sock"        # in the working directory: where clients send the container's input
 
 
 def fail(message: str) -> None:
@@ -56,22 +66,42 @@ def fail(message: str) -> None:
     posix._exit(1)
 
 
-def parse_args(argv: list[str]) -> dict:
-    """DIR, then `--socket FD`, `--tty MASTER,SLAVE`, `--stdin`."""
-    flags = {"dir": argv.pop(0) if argv else "", "socket": -1, "tty": None, "stdin": False}
-    while argv:
-        flag = argv.pop(0)
-        if flag == "--stdin":
-            flags["stdin"] = True
-        elif flag == "--socket" and argv:
-            flags["socket"] = int(argv.pop(0))
-        elif flag == "--tty" and argv:
-            flags["tty"] = tuple(int(fd) for fd in argv.pop(0).split(","))
+def read_job() -> tuple[list[int], list[bytes]]:
+    """What the daemon sends on fd 0: fds, and NUL-separated fields up to EOF ([] if none)."""
+    channel = _socket.socket(fileno=0)
+    data, ancillary, _, _ = channel.recvmsg(CHUNK, _socket.CMSG_SPACE(3 * 4), _socket.MSG_CMSG_CLOEXEC)
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, len(payload) - 3, 4)]
+    chunks = [data]
+    while data and (data := channel.recv(CHUNK)):
+        chunks.append(data)
+    channel.close()
+    job = b"".join(chunks)
+    return fds, job.split(b"\0") if job else []
+
+
+def parse_job(fields: list[bytes], fds: list[int]) -> dict:
+    """DIR [--tty] [--stdin] --status FILE -- COMMAND..., with the listener's fd
+    (and the pty's) as they came."""
+    job = {"dir": fields.pop(0).decode(), "tty": None, "stdin": False, "status": "", "command": []}
+    while fields:
+        flag = fields.pop(0)
+        if flag == b"--":
+            job["command"] = fields
+            break
+        elif flag == b"--tty" and len(fds) == 3:
+            job["tty"] = (fds[1], fds[2])
+        elif flag == b"--stdin":
+            job["stdin"] = True
+        elif flag == b"--status" and fields:
+            job["status"] = fields.pop(0).decode()
         else:
-            fail(f"bad argument {flag!r}")
-    if not flags["dir"] or flags["socket"] < 0:
-        fail("usage: shim.py DIR --socket FD [--tty MASTER,SLAVE] [--stdin]")
-    return flags
+            fail(f"bad job field {flag!r}")
+    if not fds or not job["command"] or not job["status"]:
+        fail("the job needs DIR, a listening socket, --status FILE and a command")
+    return job
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -107,9 +137,10 @@ def start(command: list[bytes], stdio: tuple[int, int, int]) -> int:
 
 
 class Shim:
-    def __init__(self, directory: str, listener: _socket.socket) -> None:
-        self.directory = directory
+    def __init__(self, directory: str, listener: _socket.socket, status_file: str) -> None:
+        self.directory = directory            # the working directory: the names below are in it
         self.listener = listener
+        self.status_file = status_file        # where sysinit writes the container's status
         self.outputs: dict[int, int] = {}     # fd read from the container -> its log's fd
         self.stdin: int | None = None         # where the container's input is written
         self.stdin_is_tty = False
@@ -125,17 +156,15 @@ class Shim:
         """A log file, opened at its end. Not O_APPEND, which splice refuses: this
         process is the file's only writer."""
         name = self.directory.rstrip("/").rsplit("/", 1)[-1]
-        fd = posix.open(f"{self.directory}/{name}-{stream}.log",
+        fd = posix.open(f"{name}-{stream}.log",
                         posix.O_WRONLY | posix.O_CREAT | posix.O_CLOEXEC, 0o600)
         posix.lseek(fd, 0, SEEK_END)
         return fd
 
-    def run(self, tty: tuple[int, int] | None, open_stdin: bool) -> int:
+    def run(self, command: list[bytes], tty: tuple[int, int] | None, open_stdin: bool) -> int:
         stdout_log, stderr_log = self.log("stdout"), self.log("stderr")
         if tty:
-            master, slave = tty
-            posix.set_inheritable(master, False)
-            posix.set_inheritable(slave, False)
+            master, slave = tty               # received close-on-exec (read_job)
             posix.set_blocking(master, False)
             self.outputs[master] = stdout_log
             self.stdin, self.stdin_is_tty = master, True
@@ -154,9 +183,6 @@ class Shim:
                 in_read = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
             stdio = (in_read, out_write, err_write)
             ours = list(stdio)
-        command = read_command()
-        if not command:                  # the daemon died, or its start failed
-            return 1
         self.child = start(command, stdio)
         for fd in ours:                  # only the container holds its ends now: EOF when it ends
             posix.close(fd)
@@ -225,9 +251,22 @@ class Shim:
     def reap(self) -> None:
         _, status = posix.waitpid(self.child, 0)
         code = posix.waitstatus_to_exitcode(status)
-        self.status = 128 - code if code < 0 else code
+        self.status = 128 - code if code < 0 else code or self.init_status()
         posix.close(self.child_fd)
         self.child_fd = None
+
+    def init_status(self) -> int:
+        """The container's status as sysinit wrote it; 137 (SIGKILL) if it wrote none."""
+        try:
+            fd = posix.open(self.status_file, posix.O_RDONLY | posix.O_CLOEXEC)
+        except OSError:
+            return 137
+        try:
+            return int(posix.read(fd, 32).strip() or b"137")
+        except ValueError:
+            return 137
+        finally:
+            posix.close(fd)
 
     # -- Input ------------------------------------------------------------------------
 
@@ -314,25 +353,21 @@ class Shim:
 
     # -- The end ----------------------------------------------------------------------
 
-    def finish(self, socket_path: str) -> None:
-        """Record the status (written aside, then renamed), then remove the socket."""
-        temporary = f"{self.directory}/exit-code.tmp"
-        fd = posix.open(temporary, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
+    def finish(self) -> None:
+        """Record the status (written aside, then renamed), then remove the socket.
+
+        Not synced: an fsync here would add 3-5 ms to every run, and the daemon
+        saves the status in the container's record (synced) right after. After
+        a power loss while the daemon was down, the file is at worst missing or
+        empty, which reads as -127, the 2013 status (container.read_exit_code).
+        """
+        fd = posix.open("exit-code.tmp", posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
         try:
             write_all(fd, b"%d\n" % self.status)
         finally:
             posix.close(fd)
-        posix.rename(temporary, f"{self.directory}/exit-code")
-        remove(socket_path)
-
-
-def read_command() -> list[bytes]:
-    """COMMAND, once the daemon has saved the container as running (nothing: it did not)."""
-    chunks = []
-    while data := posix.read(0, CHUNK):
-        chunks.append(data)
-    posix.close(0)
-    return b"".join(chunks).split(b"\0") if chunks else []
+        posix.rename("exit-code.tmp", "exit-code")
+        remove(SOCKET)
 
 
 def remove(path: str) -> None:
@@ -342,22 +377,26 @@ def remove(path: str) -> None:
         pass
 
 
-def main(argv: list[str]) -> None:
-    flags = parse_args(list(argv))
-    directory = flags["dir"]
-    listener = _socket.socket(fileno=flags["socket"])
-    posix.set_inheritable(listener.fileno(), False)
-    listener.setblocking(False)
-    shim = Shim(directory, listener)
-    socket_path = f"{directory}/shim.sock"
+def main() -> None:
+    fds, fields = read_job()
+    if not fields:                       # the daemon went away, or the start failed
+        posix._exit(0)
+    job = parse_job(fields, fds)
     try:
-        status = shim.run(flags["tty"], flags["stdin"])
-        if shim.status is not None:
-            shim.finish(socket_path)
+        posix.setpriority(posix.PRIO_PROCESS, 0, 0)    # a spare loaded at nice 10 (container.py)
+    except OSError:
+        pass
+    posix.chdir(job["dir"])
+    listener = _socket.socket(fileno=fds[0])
+    listener.setblocking(False)
+    shim = Shim(job["dir"], listener, job["status"])
+    try:
+        status = shim.run(job["command"], job["tty"], job["stdin"])
+        shim.finish()
     finally:
-        remove(socket_path)
+        remove(SOCKET)
     posix._exit(status & 0xFF)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

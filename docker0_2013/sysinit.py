@@ -216,12 +216,17 @@ def catch_signals() -> None:
         _signal.signal(getattr(_signal, name), forward)
 
 
+def forwarded() -> set[int]:
+    return {getattr(_signal, name) for name in FORWARDED}
+
+
 def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None, workdir: str = "") -> None:
     """In the forked child: default signals, own session and terminal, the user, exec."""
     global child_of_init
     child_of_init = True
     for name in FORWARDED + ("SIGPIPE", "SIGXFSZ"):    # Python ignores the last two
         _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, forwarded())   # one forwarded meanwhile acts now
     posix.setsid()
     if posix.isatty(0):
         libc.ioctl(0, TIOCSCTTY, 0)          # -t: the pty is the program's terminal
@@ -301,10 +306,14 @@ def main(argv: list[str]) -> int:
     if is_a(_stat.S_ISDIR, INIT_DIR):
         detach_host_files()
         drop_capabilities()
+    # Blocked across the fork: a signal that came before `child` was set, or
+    # reached the child while Python's handler was still its own, would be lost.
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, forwarded())
     pid = posix.fork()
     if pid == 0:
         exec_program(program, env, uid_gid, workdir)
     child = pid
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, forwarded())
     leave(wait_for(pid))
 
 

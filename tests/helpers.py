@@ -67,15 +67,14 @@ def leftovers(d: Daemon) -> dict:
 
 
 def shim_pids(d: Daemon) -> list[str]:
-    """Processes started for a container of `d` that run outside it: its shim (shim.py),
-    the line of sh and lxc-start under it (their command lines name its directory)."""
-    marker = os.path.join(d.root, "containers", "").encode()
+    """Processes started for a container of `d` that run outside it: its shim (shim.py)
+    and the lxc-start under it, which work in its directory."""
+    containers = os.path.join(d.root, "containers", "")
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker in f.read():
-                    found.append(pid)
+            if os.readlink(f"/proc/{pid}/cwd").startswith(containers):
+                found.append(pid)
         except OSError:
             pass
     return found
