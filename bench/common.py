@@ -92,3 +92,33 @@ def wall(commands: list[list[str]], **kw) -> float:
         if p.returncode != 0:
             raise RuntimeError(f"{p.args} failed: {err.decode()}")
     return elapsed
+
+
+def rss_kb(pids: list[int], file: str = "status", key: str = "VmRSS:") -> int:
+    """The summed VmRSS of `pids`; with ("smaps_rollup", "Pss:") their proportional set
+    size, which counts a page shared by N of them (a fork's) as 1/N in each."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/{file}") as f:
+                total += int(next(line for line in f if line.startswith(key)).split()[1])
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def host_rooted(netns: str, exclude: set[int]) -> list[int]:
+    """The engine's own processes: those in its namespace with the host's root
+    (a container's processes have the container's root)."""
+    target = os.stat(f"/run/netns/{netns}").st_ino
+    me = os.readlink("/proc/self/root")
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        pid = int(entry)
+        try:
+            if (pid not in exclude and os.stat(f"/proc/{pid}/ns/net").st_ino == target
+                    and os.readlink(f"/proc/{pid}/root") == me):
+                found.append(pid)
+        except OSError:
+            pass
+    return found

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 
-from common import CLIENT, base_image, daemon_with_base, reexec_inside
+from common import CLIENT, base_image, daemon_with_base, host_rooted, reexec_inside, rss_kb
 from netns import CLONE_NEWNET, Netns, cgroup_mounts_script, kill_until_gone, unmount_below
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
@@ -120,34 +120,6 @@ def report(figure: str, times: dict[str, list[float]], unit: str = "ms", scale: 
     n = min(len(v) for v in times.values())
     print(f"{figure}: {', '.join(parts)} (median of {n}); ratios {', '.join(ratios)}"
           + (" (higher is better)" if higher_is_better else ""), flush=True)
-
-
-def rss_kb(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
-        except (OSError, StopIteration):
-            pass
-    return total
-
-
-def host_rooted(netns: str, exclude: set[int]) -> list[int]:
-    """The engine's own processes: those in its namespace with the host's root
-    (a container's processes have the container's root)."""
-    target = os.stat(f"/run/netns/{netns}").st_ino
-    me = os.readlink("/proc/self/root")
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        pid = int(entry)
-        try:
-            if (pid not in exclude and os.stat(f"/proc/{pid}/ns/net").st_ino == target
-                    and os.readlink(f"/proc/{pid}/root") == me):
-                found.append(pid)
-        except OSError:
-            pass
-    return found
 
 
 def inner(layer: str, docker0_ns: str, docker_ns: str, podman_ns: str, work: str, tarball: str) -> None:

@@ -22,8 +22,9 @@ Changed since 2013, and why:
   showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
 - the shim starts lxc-start only after the daemon has saved the container
   as running (it waits for its job on a socket): a daemon killed in between
-  leaves no container running behind a record that says it is not; one shim
-  is always started ahead (Shims), so a start does not wait for its Python;
+  leaves no container running behind a record that says it is not; shims
+  are forked by a server started once (Shims), so a start does not wait
+  for a Python to load;
 - `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
   Docker did, instead of 2013's three, so interactive shells behave; it is
   the container's /dev/console, and starts 24x80 (the protocol has no way to
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("docker0")
 STOP_TIMEOUT = 10.0
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
-SPARE_NICE = 10             # a spare shim loads without taking CPU from a start
 TTY_SIZE = (24, 80)          # rows, columns: what a terminal without a client's size says
 
 
@@ -221,26 +221,26 @@ class Container:
                 raise LookupError(f"No such container: {self.short_id}")
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
-            process, job, running = await asyncio.to_thread(self.launch)
+            pidfd, job, running = await asyncio.to_thread(self.launch)
             self.killed = False
             self.State = running
             self.stopped.clear()
             self.exited.clear()
             self.started.set()
-            self.monitor_task = asyncio.create_task(self.monitor(process.pid, process))
+            self.monitor_task = asyncio.create_task(self.monitor(running.Pid, pidfd))
             job.send()                       # recorded as running: now the shim may start it
 
-    def launch(self) -> tuple[subprocess.Popen, "ShimJob", State]:
-        """Take a shim, prepare, save the record as running; the job for the shim.
+    def launch(self) -> tuple[int, "ShimJob", State]:
+        """Take a shim, prepare, save the record as running: the shim's pidfd, its job.
 
         Blocking work (a mount, fsyncs), so it runs in a worker thread: in one,
         since every hop between threads adds to the start. If anything fails,
         the shim is let go without starting anything.
         """
-        process, job = self.take_shim()
+        pid, pidfd, job = self.take_shim()
         try:
             self.prepare()
-            running = State(Running=True, Pid=process.pid, ExitCode=0, StartedAt=now_string())
+            running = State(Running=True, Pid=pid, ExitCode=0, StartedAt=now_string())
             try:
                 self.to_disk(running)
             except BaseException:
@@ -248,12 +248,12 @@ class Container:
                 raise
         except BaseException:
             job.cancel()                     # the shim reads EOF and exits
-            process.wait()
+            os.close(pidfd)
             raise
         init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
                                 self.Config.WorkingDir)
         job.command = lxc.execute_command(self.Id, os.path.dirname(self.root), self.path("config.lxc"), init)
-        return process, job, running
+        return pidfd, job, running
 
     def prepare(self) -> None:
         """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
@@ -287,8 +287,8 @@ class Container:
         self.NetworkSettings = NetworkSettings(iface.ip, iface.prefixlen, iface.gateway,
                                                dict(iface.port_mapping) or None)
 
-    def take_shim(self) -> tuple[subprocess.Popen, "ShimJob"]:
-        """A shim for this start (SHIMS), and its job's fds: the socket it will
+    def take_shim(self) -> tuple[int, int, "ShimJob"]:
+        """A shim for this start (SHIMS: its PID and pidfd), and its job's fds: the socket it will
         listen on, bound here so that a client can connect as soon as the
         container runs, and with -t the pty, whose name goes into config.lxc."""
         for name in ("exit-code", "shim.sock"):
@@ -296,7 +296,7 @@ class Container:
                 os.unlink(self.path(name))
         for stream in ("stdout", "stderr"):     # there for attach and logs, whatever the shim does
             os.close(os.open(self.log_path(stream), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        process, channel = SHIMS.take()
+        pid, pidfd, channel = SHIMS.take()
         job = ShimJob(channel, [self.root, "--status", lxc.STATUS_FILE])
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
@@ -313,9 +313,9 @@ class Container:
                 job.fields.append("--stdin")
         except BaseException:
             job.cancel()
-            process.wait()
+            os.close(pidfd)
             raise
-        return process, job
+        return pid, pidfd, job
 
     async def connect_shim(self, request: str) -> asyncio.StreamWriter:
         """A connection to the shim that starts with `request` (shim.py)."""
@@ -340,14 +340,12 @@ class Container:
 
     # -- Exit ---------------------------------------------------------------------------
 
-    async def monitor(self, pid: int, process: subprocess.Popen | None = None) -> None:
+    async def monitor(self, pid: int, pidfd: int | None = None) -> None:
         """Wait for the shim to end, then release everything (spec 5.8).
 
         The shim ends after the container's output is in the logs.
         """
-        await wait_for_pid(pid)
-        if process is not None:
-            process.wait()                   # it has ended: this only reaps it
+        await wait_for_pid(pid, pidfd)
         exit_code = -1 if self.killed else read_exit_code(self.path("exit-code"))
         ended = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
         async with self.lock:      # not under an export's feet, and before the next start or rm
@@ -569,52 +567,55 @@ class ShimJob:
 
 
 class Shims:
-    """One shim started ahead and waiting for a job, so that a start does not
-    wait for the shim's Python to load (bench/README.md). Taking it starts the
-    next one in a thread; when none is ready (the first start, or several at
-    once), a shim is started on the spot."""
+    """The shims' fork server (shim.py), started once: a start asks it for a
+    shim, which it forks at once, instead of waiting 9 ms for a Python to
+    load (bench/README.md). Started again if it has died."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.spare: tuple[subprocess.Popen, socket.socket] | None = None
-        self.refilling = False
+        self.server: subprocess.Popen | None = None
+        self.control: socket.socket | None = None     # the server's fd 0
 
-    def take(self) -> tuple[subprocess.Popen, socket.socket]:
-        with self.lock:
-            spare, self.spare = self.spare, None
-            refill, self.refilling = not self.refilling, True
-        if refill:
-            threading.Thread(target=self.refill, name="shim-spare", daemon=True).start()
-        if spare is not None and spare[0].poll() is None:
-            return spare
-        if spare is not None:                # it has died: let it go
-            spare[1].close()
-        return start_shim()
-
-    def refill(self) -> None:
+    def take(self) -> tuple[int, int, socket.socket]:
+        """A new shim waiting for its job: its PID, a pidfd, and the daemon's end of its fd 0."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            spare = start_shim()
-            os.setpriority(os.PRIO_PROCESS, spare[0].pid, SPARE_NICE)   # shim.py: back to 0 with its job
-        except OSError as e:
-            log.info("Failed to start a spare shim: %s", e)
-            spare = None
-        with self.lock:
-            self.spare, self.refilling = spare, False
+            with self.lock:
+                if self.control is None:
+                    self.start_server()
+                try:
+                    socket.send_fds(self.control, [b"shim"], [theirs.fileno()])
+                except OSError:              # it has died: once more, with a new one
+                    self.start_server()
+                    socket.send_fds(self.control, [b"shim"], [theirs.fileno()])
+            theirs.close()
+            pid = int(read_line(ours))       # the shim's first word
+            return pid, os.pidfd_open(pid), ours
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+
+    def start_server(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.server.wait()
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:                                 # a session of its own, as its shims; it ends with the daemon
+            self.server = subprocess.Popen([sys.executable, "-I", "-S", "-B", SHIM], stdin=theirs,
+                                           stdout=subprocess.DEVNULL, cwd="/", start_new_session=True,
+                                           env={"PATH": lxc.DEFAULT_PATH})
+        finally:
+            theirs.close()
 
 
-def start_shim() -> tuple[subprocess.Popen, socket.socket]:
-    """A shim (shim.py) in a session of its own, waiting on fd 0 for its job."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        process = subprocess.Popen([sys.executable, "-I", "-S", "-B", SHIM], stdin=theirs,
-                                   stdout=subprocess.DEVNULL, cwd="/", start_new_session=True,
-                                   env={"PATH": lxc.DEFAULT_PATH})
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
-    return process, ours
+def read_line(sock: socket.socket, limit: int = 32) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        if not (data := sock.recv(1)) or len(line) > limit:
+            raise OSError("the shim did not start")
+        line += data
+    return line
 
 
 SHIMS = Shims()
@@ -706,10 +707,10 @@ def process_alive(pid: int, root: str) -> bool:
         return False
 
 
-async def wait_for_pid(pid: int) -> None:
-    """Wait for any process to end, child or not, with a pidfd."""
+async def wait_for_pid(pid: int, fd: int | None = None) -> None:
+    """Wait for any process to end, child or not, with a pidfd (its own, or `fd`)."""
     try:
-        fd = os.pidfd_open(pid)
+        fd = os.pidfd_open(pid) if fd is None else fd
     except ProcessLookupError:
         return
     loop = asyncio.get_running_loop()

@@ -4,12 +4,16 @@ container's pipes itself, and a container died with it).
 
     python3 -I -S -B shim.py        (fd 0: a unix socket to the daemon)
 
-The daemon starts a shim ahead, before any container needs it (a spare:
-container.py, Shims), so a start never waits for this Python to load. The
-shim waits on fd 0 for its job, which the daemon sends once the container is
-saved as running, in one message and then EOF: the fds of a unix socket
-listening at DIR/shim.sock (and with --tty the pty's master and slave), and
-NUL-separated fields
+The daemon starts this once, as its fork server (container.py, Shims): a
+Python that has loaded, so that a start never waits for one to load. For
+each fd the daemon sends it (one end of a socket pair), the server forks a
+shim, in a session of its own and with the host's init as its parent (a
+double fork: it outlives the daemon and the server, and is never their
+zombie). The shim answers on that socket with its PID, then waits there for
+its job, which the daemon sends once the container is saved as running, in
+one message and then EOF: the fds of a unix socket listening at
+DIR/shim.sock (and with --tty the pty's master and slave), and NUL-separated
+fields
 
     DIR [--tty] [--stdin] --status FILE -- COMMAND...
 
@@ -41,8 +45,8 @@ Output from pipes is moved into the logs with splice(2), without a copy
 through this process; the pty's with read and write.
 
 Like sysinit.py it imports only C modules (`posix`, `select`, `fcntl`,
-`_socket`, `_signal`): `os`, `socket` and `signal` would add about 10 ms to
-its start.
+`time`, `_socket`, `_signal`): `os`, `socket` and `signal` would add about 10 ms to
+the server's start, and memory to every shim.
 """
 import _signal
 import _socket
@@ -50,10 +54,13 @@ import fcntl
 import posix
 import select
 import sys
+import time
 
 CHUNK = 1 << 16
 PIPE_SIZE = 1 << 20         # the output pipes' buffer (Linux's default limit): fewer, larger copies
 DRAIN_TIMEOUT = 2000        # ms: once COMMAND has ended, a silent output is taken as ended too
+COALESCE, REST = 1 << 16, 0.001   # after moving less than 64 KiB, the outputs rest 1 ms: busybox
+                                  # writes 4 KiB at a time, and a poll and a splice for each cost 1/4
 EOT = b"\x04"               # ^D: the end of a terminal's input
 EIO = 5
 SEEK_END = 2
@@ -69,17 +76,23 @@ def fail(message: str) -> None:
 def read_job() -> tuple[list[int], list[bytes]]:
     """What the daemon sends on fd 0: fds, and NUL-separated fields up to EOF ([] if none)."""
     channel = _socket.socket(fileno=0)
-    data, ancillary, _, _ = channel.recvmsg(CHUNK, _socket.CMSG_SPACE(3 * 4), _socket.MSG_CMSG_CLOEXEC)
-    fds = []
-    for level, kind, payload in ancillary:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, len(payload) - 3, 4)]
+    fds, data = receive(channel)
     chunks = [data]
     while data and (data := channel.recv(CHUNK)):
         chunks.append(data)
     channel.close()
     job = b"".join(chunks)
     return fds, job.split(b"\0") if job else []
+
+
+def receive(channel: _socket.socket) -> tuple[list[int], bytes]:
+    """One message and the fds that came with it (close-on-exec)."""
+    data, ancillary, _, _ = channel.recvmsg(CHUNK, _socket.CMSG_SPACE(3 * 4), _socket.MSG_CMSG_CLOEXEC)
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, len(payload) - 3, 4)]
+    return fds, data
 
 
 def parse_job(fields: list[bytes], fds: list[int]) -> dict:
@@ -151,6 +164,7 @@ class Shim:
         self.child_fd: int | None = None      # a pidfd, readable once COMMAND has ended
         self.child = 0
         self.status: int | None = None
+        self.rest_until = 0.0                 # time.monotonic() until which the outputs gather
 
     def log(self, stream: str) -> int:
         """A log file, opened at its end. Not O_APPEND, which splice refuses: this
@@ -198,7 +212,10 @@ class Shim:
         """Copy output to the logs and input to the container until both are done."""
         while self.status is None or self.outputs:
             poller = select.poll()
-            events = {fd: select.POLLIN for fd in [*self.outputs, *self.requests, self.listener.fileno()]}
+            rest = self.rest_until - time.monotonic()
+            events = {fd: select.POLLIN for fd in [*self.requests, self.listener.fileno()]}
+            if rest <= 0:
+                events.update((fd, select.POLLIN) for fd in self.outputs)
             if self.child_fd is not None:
                 events[self.child_fd] = select.POLLIN
             if self.pending and self.stdin is not None:
@@ -207,8 +224,8 @@ class Shim:
                 events.update((fd, select.POLLIN) for fd in self.clients)
             for fd, mask in events.items():
                 poller.register(fd, mask)
-            ready = poller.poll(None if self.status is None else DRAIN_TIMEOUT)
-            if not ready:                  # ended, and nothing more comes: something else holds a pipe
+            ready = poller.poll(rest * 1000 if rest > 0 else None if self.status is None else DRAIN_TIMEOUT)
+            if not ready and rest <= 0:    # ended, and nothing more comes: something else holds a pipe
                 break
             for fd, event in ready:
                 if fd in self.outputs and event & (select.POLLIN | select.POLLHUP | select.POLLERR):
@@ -242,6 +259,8 @@ class Shim:
             else:                          # a full disk: the container must not block on it
                 sys.stderr.write(f"shim: {self.directory}: the log lost output: {e}\n")
                 moved = 1 if self.stdin_is_tty else len(posix.read(fd, PIPE_SIZE))
+        if moved < COALESCE:               # a trickle: let it gather for a moment, then move it at once
+            self.rest_until = time.monotonic() + REST
         if not moved:
             del self.outputs[fd]
             if fd == self.stdin:             # the pty: its input has ended too
@@ -377,15 +396,33 @@ def remove(path: str) -> None:
         pass
 
 
-def main() -> None:
+def serve_forks() -> None:
+    """The fork server: a shim for every socket the daemon sends on fd 0, until EOF."""
+    control = _socket.socket(fileno=0)
+    while True:
+        fds, _ = receive(control)
+        if not fds:                      # the daemon has gone: the shims stay
+            posix._exit(0)
+        child = posix.fork()
+        if child == 0:
+            posix.setsid()               # a session of its own: no signal for the daemon's reaches it
+            if posix.fork():             # the shim is the grandchild: the host's init reaps it
+                posix._exit(0)
+            control.close()
+            posix.dup2(fds[0], 0)
+            posix.close(fds[0])
+            write_all(0, b"%d\n" % posix.getpid())
+            run_shim()
+        posix.close(fds[0])
+        posix.waitpid(child, 0)
+
+
+def run_shim() -> None:
+    """One container's shim: its job from fd 0, then its run; exits with its status."""
     fds, fields = read_job()
     if not fields:                       # the daemon went away, or the start failed
         posix._exit(0)
     job = parse_job(fields, fds)
-    try:
-        posix.setpriority(posix.PRIO_PROCESS, 0, 0)    # a spare loaded at nice 10 (container.py)
-    except OSError:
-        pass
     posix.chdir(job["dir"])
     listener = _socket.socket(fileno=fds[0])
     listener.setblocking(False)
@@ -399,4 +436,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve_forks()

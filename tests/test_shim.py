@@ -92,3 +92,45 @@ def test_dev_shm_and_the_broadcast_address(d):
     assert d.call("run", "base", "stat", "-c", "%a", "/dev/shm") == "1777\n"
     assert " brd 10.0.3.255 " in d.call("run", "base", "ip", "-4", "addr", "show", "eth0")
     assert settled_leftovers(d) == NOTHING
+
+
+def test_shims_come_from_a_fork_server_started_again_if_it_dies(d):
+    """The daemon's one child that forks every shim (container.Shims): a shim's parent is the
+    host's init, not the daemon; if the server is killed, the next start starts a new one."""
+    cid = run_detached(d, "base", "sleep", "1000")
+    shim = json.loads(d.call("inspect", cid))["State"]["Pid"]
+    daemon = daemon_pid(d)
+    assert stat(shim)[1] != daemon and stat(shim)[3] != stat(daemon)[3]    # its own parent and session
+    server = fork_server(d)
+    assert stat(server)[1] == daemon
+    os.kill(server, 9)
+    assert d.call("run", "base", "echo", "hi") == "hi\n"
+    assert fork_server(d) != server
+    assert d.call("kill", cid) == "" and d.call("rm", cid) == ""
+    assert settled_leftovers(d) == NOTHING
+
+
+def stat(pid: int) -> list[int]:
+    """/proc/PID/stat after the name: state, parent, process group, session, ..."""
+    return [int(f) if f.lstrip("-").isdigit() else f for f in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()]
+
+
+def daemon_pid(d) -> int:
+    """The daemon's Python (under `ip netns exec` and the cgroup mounts' `sh`)."""
+    wanted = b"docker0_2013\0-d\0-g\0" + d.root.encode() + b"\0"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if wanted in open(f"/proc/{pid}/cmdline", "rb").read():
+                return int(pid)
+        except OSError:
+            pass
+    raise LookupError("no daemon")
+
+
+def fork_server(d) -> int:
+    daemon = daemon_pid(d)
+    children = [c for task in os.listdir(f"/proc/{daemon}/task")        # started by any of its threads
+                for c in open(f"/proc/{daemon}/task/{task}/children").read().split()]
+    servers = [int(c) for c in children if b"shim.py" in open(f"/proc/{c}/cmdline", "rb").read()]
+    assert len(servers) == 1, servers
+    return servers[0]
