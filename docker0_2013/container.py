@@ -242,6 +242,10 @@ class Container:
             self.prepare()
             running = State(Running=True, Pid=pid, ExitCode=0, StartedAt=now_string())
             try:
+                init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path,
+                                        self.Args, self.Config.WorkingDir)
+                job.command = lxc.execute_command(self.Id, os.path.dirname(self.root),
+                                                  self.path("config.lxc"), init)
                 self.to_disk(running)
             except BaseException:
                 self.release()
@@ -250,9 +254,6 @@ class Container:
             job.cancel()                     # the shim reads EOF and exits
             os.close(pidfd)
             raise
-        init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path, self.Args,
-                                self.Config.WorkingDir)
-        job.command = lxc.execute_command(self.Id, os.path.dirname(self.root), self.path("config.lxc"), init)
         return pidfd, job, running
 
     def prepare(self) -> None:

@@ -31,7 +31,7 @@ exits). The shim then works in DIR, and
   same, and the stdin ends with the connection (a ^D on a pty);
 - once COMMAND has ended and its output is drained, writes the container's
   status to DIR/exit-code (what the daemon reads, also after a restart),
-  removes the socket and exits. `lxc-start -F` exits 0 whatever the
+  removes the socket and exits. Its own errors go to DIR/shim.log. `lxc-start -F` exits 0 whatever the
   container did, so the status is the one sysinit wrote to FILE (empty: the
   init was killed, 137 as for SIGKILL); lxc-start's own if it failed.
 
@@ -59,18 +59,26 @@ import time
 CHUNK = 1 << 16
 PIPE_SIZE = 1 << 20         # the output pipes' buffer (Linux's default limit): fewer, larger copies
 DRAIN_TIMEOUT = 2000        # ms: once COMMAND has ended, a silent output is taken as ended too
-COALESCE, REST = 1 << 16, 0.001   # after moving less than 64 KiB, the outputs rest 1 ms: busybox
+COALESCE, REST = 1 << 16, 0.001   # after moving less than 64 KiB, the pipes rest 1 ms: busybox
                                   # writes 4 KiB at a time, and a poll and a splice for each cost 1/4
+                                  # (not a pty, which never gives more than 4 KiB a read)
 EOT = b"\x04"               # ^D: the end of a terminal's input
 EIO = 5
 SEEK_END = 2
 SOCKET = "shim.sock"        # in the working directory: where clients send the container's input
+LOG = "shim.log"            # in the working directory: the shim's own errors
 
 
 def fail(message: str) -> None:
-    sys.stderr.write(f"shim: {message}\n")
-    sys.stderr.flush()
+    say(message)
     posix._exit(1)
+
+
+def say(message: str) -> None:
+    try:
+        write_all(2, f"shim: {message}\n".encode())
+    except OSError:                      # nowhere to say it: go on
+        pass
 
 
 def read_job() -> tuple[list[int], list[bytes]]:
@@ -223,7 +231,7 @@ class Shim:
             for fd, event in ready:
                 if fd in self.outputs and event & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     self.copy_output(fd)
-                if fd == self.stdin and event & select.POLLOUT:
+                if fd == self.stdin and event & (select.POLLOUT | select.POLLERR | select.POLLHUP):
                     self.feed()
                 if fd == self.child_fd:
                     self.reap()
@@ -250,9 +258,9 @@ class Shim:
             if fd == self.stdin and e.errno == EIO:    # every slave of the pty is closed
                 moved = 0
             else:                          # a full disk: the container must not block on it
-                sys.stderr.write(f"shim: {self.directory}: the log lost output: {e}\n")
+                say(f"{self.directory}: the log lost output: {e}")
                 moved = 1 if self.stdin_is_tty else len(posix.read(fd, PIPE_SIZE))
-        if moved < COALESCE:               # a trickle: let it gather for a moment, then move it at once
+        if moved < COALESCE and not self.stdin_is_tty:   # a trickle: let it gather, then move it at once
             self.rest_until = time.monotonic() + REST
         if not moved:
             del self.outputs[fd]
@@ -330,7 +338,7 @@ class Shim:
 
     def take_input(self, fd: int, data: bytes) -> None:
         if self.stdin is not None and data:
-            self.pending = data
+            self.pending += data
             self.feed()
 
     def feed(self) -> None:
@@ -417,6 +425,9 @@ def run_shim() -> None:
         posix._exit(0)
     job = parse_job(fields, fds)
     posix.chdir(job["dir"])
+    log = posix.open(LOG, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND | posix.O_CLOEXEC, 0o600)
+    posix.dup2(log, 2, inheritable=False)     # its own errors: not the daemon's stderr, which may go away
+    posix.close(log)
     listener = _socket.socket(fileno=fds[0])
     listener.setblocking(False)
     shim = Shim(job["dir"], listener, job["status"])
