@@ -1,8 +1,8 @@
 """A container: its JSON record, its process and its streams. container.go and state.go of 2013.
 
-Start, in one line each (spec 5.5): take a shim (shim.py) started ahead, mount
-the layered root, allocate an IP and ports, write config.lxc; save the record,
-then send the shim its job, the command it runs
+Start, in one line each (spec 5.5): take a shim (shim.py) from the shim
+server, mount the layered root, allocate an IP and ports, write config.lxc;
+save the record, then send the shim its job, the command it runs
 
     lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD...
 
@@ -17,9 +17,9 @@ Changed since 2013, and why:
   its later output still reaches `logs`, and the next daemon can attach to it;
 - the shim writes the container's exit status to `exit-code` (sysinit, the
   container's PID 1, reports it through `init-status`, which the shim reads,
-  since `lxc-start -F` always exits 0: lxc.execute_command), so the status of a container that
-  ended while the daemon was down is still known after a restart (2013
-  showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
+  since `lxc-start -F` always exits 0: lxc.execute_command), so the status
+  of a container that ended while the daemon was down is still known after
+  a restart (2013 showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
 - the shim starts lxc-start only after the daemon has saved the container
   as running (it waits for its job on a socket): a daemon killed in between
   leaves no container running behind a record that says it is not; shims

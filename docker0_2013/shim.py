@@ -31,9 +31,10 @@ exits). The shim then works in DIR, and
   same, and the stdin ends with the connection (a ^D on a pty);
 - once COMMAND has ended and its output is drained, writes the container's
   status to DIR/exit-code (what the daemon reads, also after a restart),
-  removes the socket and exits. Its own errors go to DIR/shim.log. `lxc-start -F` exits 0 whatever the
+  removes the socket and exits. `lxc-start -F` exits 0 whatever the
   container did, so the status is the one sysinit wrote to FILE (empty: the
   init was killed, 137 as for SIGKILL); lxc-start's own if it failed.
+  The shim's own errors go to DIR/shim.log.
 
 So the container writes to pipes, never to the log files: `echo b >
 /dev/stdout` opens the pipe again, as on any Unix, instead of truncating a
@@ -45,8 +46,8 @@ Output from pipes is moved into the logs with splice(2), without a copy
 through this process; the pty's with read and write.
 
 Like sysinit.py it imports only C modules (`posix`, `select`, `fcntl`,
-`time`, `_socket`, `_signal`): `os`, `socket` and `signal` would add about 10 ms to
-the server's start, and memory to every shim.
+`time`, `_socket`, `_signal`): `os`, `socket` and `signal` would add about
+10 ms to the server's start, and memory to every shim.
 """
 import _signal
 import _socket
@@ -374,7 +375,7 @@ class Shim:
     # -- The end ----------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Record the status (written aside, then renamed), then remove the socket.
+        """Record the status (written aside, then renamed); run_shim() then removes the socket.
 
         Not synced: an fsync here would add 3-5 ms to every run, and the daemon
         saves the status in the container's record (synced) right after. After
@@ -387,7 +388,6 @@ class Shim:
         finally:
             posix.close(fd)
         posix.rename("exit-code.tmp", "exit-code")
-        remove(SOCKET)
 
 
 def remove(path: str) -> None:

@@ -99,7 +99,7 @@ def test_shims_come_from_a_fork_server_started_again_if_it_dies(d):
     host's init, not the daemon; if the server is killed, the next start starts a new one."""
     cid = run_detached(d, "base", "sleep", "1000")
     shim = json.loads(d.call("inspect", cid))["State"]["Pid"]
-    daemon = daemon_pid(d)
+    daemon = d.proc.pid
     assert stat(shim)[1] != daemon and stat(shim)[3] != stat(daemon)[3]    # its own parent and session
     server = fork_server(d)
     assert stat(server)[1] == daemon
@@ -115,20 +115,8 @@ def stat(pid: int) -> list[int]:
     return [int(f) if f.lstrip("-").isdigit() else f for f in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()]
 
 
-def daemon_pid(d) -> int:
-    """The daemon's Python (under `ip netns exec` and the cgroup mounts' `sh`)."""
-    wanted = b"docker0_2013\0-d\0-g\0" + d.root.encode() + b"\0"
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if wanted in open(f"/proc/{pid}/cmdline", "rb").read():
-                return int(pid)
-        except OSError:
-            pass
-    raise LookupError("no daemon")
-
-
 def fork_server(d) -> int:
-    daemon = daemon_pid(d)
+    daemon = d.proc.pid                                                 # the daemon (exec'd)
     children = [c for task in os.listdir(f"/proc/{daemon}/task")        # started by any of its threads
                 for c in open(f"/proc/{daemon}/task/{task}/children").read().split()]
     servers = [int(c) for c in children if b"shim.py" in open(f"/proc/{c}/cmdline", "rb").read()]
