@@ -270,7 +270,7 @@ class Container:
             config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
                                     bridge=self.network.bridge, iface=iface, env=env,
                                     memory=self.Config.Memory, memory_swap=self.Config.MemorySwap,
-                                    console=self.console)
+                                    console=self.console, resolv_conf=lxc.prepare_rootfs(self.rootfs))
             # Written anew before every start and read by nothing after a crash: no fsync.
             fd = os.open(self.path("config.lxc"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -11,7 +11,9 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
   capabilities (`lxc.cap.keep`, plus net_admin and sys_admin that sysinit
   drops before the program runs), the seccomp policy `seccomp.policy`,
   `proc:mixed sys:ro` with modern Docker's masks, a pids limit, LXC's AppArmor
-  profile where the kernel has AppArmor, a per-container resolv.conf copy;
+  profile where the kernel has AppArmor, a per-container resolv.conf copy,
+  mounted where the image's /etc/resolv.conf leads inside its root
+  (prepare_rootfs: LXC's own `create=file` followed an image's links out of it);
   no_new_privs is not set (setuid programs keep working, as in Docker);
 - ending a container: kill_cgroup() (cgroup.kill on cgroup2, the v1 freezer
   then SIGKILL) needs nothing from the container's processes;
@@ -44,9 +46,12 @@ import logging
 import os
 import py_compile
 import signal
+import stat
 import sys
 import time
 from typing import TYPE_CHECKING
+
+from .utils import create_in_root, resolve_in_root, short_id
 
 if TYPE_CHECKING:
     from .network import NetworkInterface
@@ -82,6 +87,7 @@ MASKED_DIRS = ("proc/acpi", "proc/scsi", "sys/firmware", "sys/devices/virtual/po
 READ_ONLY = ("proc/irq", "proc/bus", "proc/fs")
 SHM_SIZE = "64m"                      # /dev/shm, as modern Docker makes it
 STATUS_FILE = "init-status"           # in the container's directory: the init writes its exit status
+LXC_MOUNTS = ("dev", "proc", "sys")    # LXC mounts filesystems of its own on these
 APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
 CGROUP_ROOT = "/sys/fs/cgroup"
 _said: set[str] = set()
@@ -156,9 +162,12 @@ def merge_env(base: list[str] | None, extra: list[str] | None) -> list[str]:
 
 
 def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterface,
-               env: list[str], memory: int, memory_swap: int, console: str = "") -> str:
+               env: list[str], memory: int, memory_swap: int, console: str = "",
+               resolv_conf: str = "") -> str:
     """`console`: with -t, the host's name of the container's pty (/dev/pts/N), which
-    becomes its /dev/console, so that `tty` can name the terminal it is on."""
+    becomes its /dev/console, so that `tty` can name the terminal it is on.
+    `resolv_conf`: where the container's resolv.conf is mounted, below the root
+    (prepare_rootfs); "" for nowhere."""
     v2 = cgroup_v2_only()
     cgroup = "lxc.cgroup2" if v2 else "lxc.cgroup"
     home = check_value("rootfs", os.path.dirname(rootfs))     # the container's directory
@@ -182,7 +191,8 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
         f"lxc.mount.entry = tmpfs dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size={SHM_SIZE},create=dir 0 0",
         *([f"lxc.mount.entry = {check_value('console', console)} dev/console none bind,create=file 0 0"]
           if console else []),
-        f"lxc.mount.entry = {home}/resolv.conf etc/resolv.conf none bind,ro,nosuid,nodev,noexec,create=file 0 0",
+        *([f"lxc.mount.entry = {home}/resolv.conf {resolv_conf} none bind,ro,nosuid,nodev,noexec 0 0"]
+          if resolv_conf else []),
         f"lxc.mount.entry = /usr {INIT_DIR[1:]}/usr none bind,ro,nosuid,nodev,create=dir 0 0",
         f"lxc.mount.entry = {PACKAGE_DIR} {INIT_DIR[1:]}/docker0_2013 none bind,ro,nosuid,nodev,create=dir 0 0",
         f"lxc.mount.entry = {home}/{STATUS_FILE} {INIT_DIR[1:]}/status none bind,nosuid,nodev,noexec,create=file 0 0",
@@ -200,6 +210,54 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
             if memory_swap >= 0 and swap_accounting():
                 lines.append(f"lxc.cgroup.memory.memsw.limit_in_bytes = {memory * 2}")
     return "\n".join(lines) + "\n"
+
+
+def prepare_rootfs(rootfs: str) -> str:
+    """Make the container's mount points inside its root before LXC runs; returns
+    where its resolv.conf goes (lxc_config's `resolv_conf`).
+
+    An image's symlinks are untrusted: LXC's `create=file` follows them out
+    of the root (an image whose /etc points to /var/tmp/x had LXC create
+    the host's /var/tmp/x/resolv.conf), and LXC refuses to mount on a path
+    that has one (a systemd image's /etc/resolv.conf could not start). So
+    the target is resolved inside the root (utils.resolve_in_root), made
+    there without following a link, and LXC gets that path, which has none.
+    This is enough without openat2 at mount time: nothing runs in the
+    container yet, its image's layers never change, and LXC itself refuses
+    a mount path that has gained a symlink since.
+
+    /dev, /proc and /sys must be real directories, as runc requires: LXC
+    mounts its own tmpfs, proc and sysfs there, and the other mount points
+    (/dev/shm, /dev/console, INIT_DIR) are made in that fresh tmpfs.
+    """
+    for name in LXC_MOUNTS:
+        if not stat.S_ISDIR(create_in_root(rootfs, [name], directory=True).st_mode):
+            raise RuntimeError(f"Cannot start the container: /{name} of its image is not a directory")
+    return resolv_conf_target(rootfs)
+
+
+def resolv_conf_target(rootfs: str) -> str:
+    """The image's /etc/resolv.conf resolved inside the root, made a file if it was
+    missing; "" where no file can be mounted (the container keeps what it has)."""
+    try:
+        names = resolve_in_root(rootfs, "/etc/resolv.conf")
+        where = "/" + "/".join(names)
+        if not names or names[0] in LXC_MOUNTS:
+            why = f"it is {where}, where LXC mounts a filesystem of its own"
+        elif stat.S_ISDIR(create_in_root(rootfs, names).st_mode):
+            why = f"it is {where}, a directory"
+        else:
+            return fstab_escape("/".join(names))
+    except OSError as e:
+        why = e.strerror or str(e)
+    log.info("%s: no resolv.conf is mounted at the image's /etc/resolv.conf: %s",
+             short_id(os.path.basename(os.path.dirname(rootfs))), why)
+    return ""
+
+
+def fstab_escape(path: str) -> str:
+    """A path as a mount entry's field (getmntent decodes these): an image's names may hold spaces."""
+    return "".join({" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}.get(c, c) for c in path)
 
 
 def broadcast(ip: str, prefixlen: int) -> str:

@@ -267,6 +267,83 @@ class Mirror:
         os.close(self.fd)
 
 
+# -- Paths inside a container's root ---------------------------------------------------
+#
+# What docker0 and LXC mount into a container's root is found the way the
+# container itself will find it: symlinks are followed as if the root were
+# `/`, and never out of it (openat2's RESOLVE_IN_ROOT, Go's securejoin).
+# An image is untrusted input: its `/etc` may be a symlink to `/var/tmp/x`,
+# which on the host is the host's own /var/tmp/x.
+
+MAX_SYMLINKS = 40            # the kernel's own limit for one path walk (ELOOP)
+
+
+def resolve_in_root(root: str, path: str) -> list[str]:
+    """The names, below `root`, of what `path` is inside the container.
+
+    Each symlink met on the way is replaced by its target: an absolute one
+    starts again at `root`, and `..` stops at `root` as it stops at `/`.
+    The result names no symlink, only real directories and then its last
+    name (or names) that may not exist yet; lstat of the path built so far
+    never crosses a symlink, since every name in it has been found not to be one.
+    """
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while todo:
+        name = todo.pop(0)
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        here = os.path.join(root, *done, name)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(here).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            is_link = False
+        if not is_link:
+            done.append(name)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise OSError(errno.ELOOP, f"Too many levels of symbolic links in {path}")
+        target = os.readlink(here)
+        if target.startswith("/"):
+            done = []
+        todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+    return done
+
+
+def create_in_root(root: str, names: list[str], directory: bool = False) -> os.stat_result:
+    """Make `names` below `root` exist, and return the lstat of its end: missing
+    directories on the way, then an empty file (or a directory) at the end;
+    what exists is kept as it is. Every step is relative to the fd of the
+    directory before it, opened with O_NOFOLLOW, and files are made with
+    O_EXCL: a symlink on the way is an error (ELOOP, ENOTDIR), never followed."""
+    fd = os.open(root, DIR_FLAGS)
+    try:
+        for name in names[:-1]:
+            try:
+                os.mkdir(name, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        name = names[-1]
+        try:
+            if directory:
+                os.mkdir(name, 0o755, dir_fd=fd)
+            else:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o644, dir_fd=fd))
+        except FileExistsError:
+            pass
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
 def at(fd: int | None, name: str) -> str:
     """A short path for `name` in directory `fd`, for calls without a dir_fd (xattrs)."""
     return name if fd is None else f"/proc/self/fd/{fd}/{name}"

@@ -194,6 +194,26 @@ def test_later_entries_replace_earlier_ones_without_following_them(tmp_path):
     assert open(os.path.join(layer, "abs", "olute")).read() == "stripped"
 
 
+def test_symlinks_are_stored_as_they_are_whatever_they_point_at(tmp_path):
+    """A link that climbs above `/` is legal in an image (`..` stops at the container's
+    root); what is refused is writing through a link, wherever it points."""
+    layer = str(tmp_path / "layer")
+    links = {"usr/lib/up": "../../../../bin", "usr/lib/dangling": "../nowhere/at/all",
+             "etc/abs": "/var/tmp", "etc/resolv.conf": "../run/systemd/resolve/stub-resolv.conf",
+             "self": "self", "dotdot": ".."}
+    untar_bytes(tar_of(member("usr/lib", "dir"), member("etc", "dir"),
+                       *(member(name, "symlink", link=target) for name, target in links.items())), layer)
+    assert {name: os.readlink(os.path.join(layer, name)) for name in links} == links
+    for through in ("usr/lib/up/sh", "dotdot/escaped", "etc/abs/escaped"):
+        with pytest.raises(ArchiveError, match="is a symlink"):
+            untar_bytes(tar_of(*(member(name, "symlink", link=target) for name, target in links.items()
+                                 if "/" not in name), member("usr", "dir"), member("usr/lib", "dir"),
+                               member("etc", "dir"), member("usr/lib/up", "symlink", link="../../../../bin"),
+                               member("etc/abs", "symlink", link="/var/tmp"), member(through, data=b"x")),
+                        str(tmp_path / through.replace("/", "-")))
+    assert not os.path.exists(tmp_path / "escaped") and not os.path.exists("/var/tmp/escaped")
+
+
 def test_setuid_and_capabilities_survive_the_owner_change(tmp_path):
     cap = bytes.fromhex("0100000200200000000000000000000000000000")
     layer = str(tmp_path / "layer")
@@ -220,8 +240,8 @@ def hostile_archives(outside: str) -> dict[str, tuple[bytes, str]]:
                                          member("alias/file", data=b"x")), "is a symlink"),
         "through-symlink-mkdir": (tar_of(member("link", "symlink", link=outside),
                                          member("link/sub/escaped", data=b"x")), "is a symlink"),
-        "symlink-climbs-out": (tar_of(member("a", "dir"), member("a/up", "symlink", link="../../etc")),
-                               "points outside the layer"),
+        "write-through-symlink-above-root": (tar_of(member("a", "dir"), member("a/up", "symlink", link="../../etc"),
+                                                    member("a/up/passwd", data=b"x")), "is a symlink"),
         "hardlink-dotdot": (tar_of(member("h", "hardlink", link="../../etc/passwd")), "'..'"),
         "hardlink-absolute": (tar_of(member("h", "hardlink", link="/etc/passwd")), "not a file of this archive"),
         "hardlink-through-symlink": (tar_of(member("link", "symlink", link="/etc"),

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
+import stat
 
 import pytest
 
@@ -10,8 +12,8 @@ from docker0_2013.auth import AuthConfig, decode_auth, encode_auth, load_config,
 from docker0_2013.cli import request_line
 from docker0_2013.flag import FlagError, FlagSet, parse_go_int
 from docker0_2013.server import parse_command_line
-from docker0_2013.utils import (TruncIndex, format_time, human_duration, json_compact,
-                                json_pretty, parse_time, tabwrite)
+from docker0_2013.utils import (TruncIndex, create_in_root, format_time, human_duration, json_compact,
+                                json_pretty, parse_time, resolve_in_root, tabwrite)
 
 
 def run_flags() -> FlagSet:
@@ -117,3 +119,41 @@ def test_auth_file_round_trip(tmp_path):
     assert load_config(str(tmp_path)) == AuthConfig("ken", "pa:ss", "ken@example.com")
     (tmp_path / ".dockercfg").write_text("auth = !!!\n")
     assert load_config(str(tmp_path)) == AuthConfig()
+
+
+# -- resolve_in_root, create_in_root ------------------------------------------------------------
+
+
+def test_resolve_in_root_follows_links_as_if_the_root_were_slash(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "var" / "tmp").mkdir(parents=True)
+    (root / "run" / "systemd").mkdir(parents=True)
+    links = {"abs": "/var/tmp/x", "rel": "../var/tmp", "up": "../../../../../../var",
+             "stub": "../run/systemd/resolve/stub-resolv.conf", "loop": "loop", "root": "/",
+             "chain": "abs", "host": str(tmp_path)}
+    for name, target in links.items():
+        os.symlink(target, root / "etc" / name)
+    resolved = {name: "/".join(resolve_in_root(str(root), f"/etc/{name}/f")) for name in links if name != "loop"}
+    assert resolved == {"abs": "var/tmp/x/f", "rel": "var/tmp/f", "up": "var/f",
+                        "stub": "run/systemd/resolve/stub-resolv.conf/f", "root": "f",
+                        "chain": "var/tmp/x/f", "host": str(tmp_path).lstrip("/") + "/f"}
+    assert resolve_in_root(str(root), "../../etc/./rel/../..//x") == ["x"]
+    with pytest.raises(OSError) as e:
+        resolve_in_root(str(root), "/etc/loop")
+    assert e.value.errno == errno.ELOOP
+
+
+def test_create_in_root_never_follows_a_link(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.symlink(str(outside), root / "etc")
+    with pytest.raises(OSError):
+        create_in_root(str(root), ["etc", "resolv.conf"])
+    assert stat.S_ISLNK(create_in_root(str(root), ["etc"], directory=True).st_mode)    # kept, not followed
+    assert os.listdir(outside) == []
+    st = create_in_root(str(root), ["run", "systemd", "resolve", "stub-resolv.conf"])
+    assert stat.S_ISREG(st.st_mode) and st.st_size == 0
+    assert stat.S_ISDIR(create_in_root(str(root), ["dev"], directory=True).st_mode)
+    assert stat.S_ISDIR(create_in_root(str(root), ["run"]).st_mode)          # kept as it is
