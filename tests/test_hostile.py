@@ -18,7 +18,9 @@ import secrets
 import shutil
 import socket
 import tarfile
+import sys
 import threading
+import time
 
 import pytest
 
@@ -222,3 +224,63 @@ def test_lxc_mount_points_that_are_symlinks_are_refused(d, base_tar, host_dirs, 
     assert out == f"Error: Cannot start the container: /{name} of its image is not a directory\n", out
     assert state_of(list(host_dirs.values())) == before
     assert settled_leftovers(d) == NOTHING
+
+
+def test_a_link_above_root_imports_and_writing_through_it_is_refused(d, base_tar, host_dirs):
+    """`usr/lib/up -> ../../../../bin` resolves to the container's /bin (`..` stops at `/`)."""
+    layer = image_with(base_tar, {"usr/lib/up": "../../../../bin", "usr/lib/out": "../../../.." + host_dirs["var"]})
+    assert len(d.call("import", "-", "climbs", stdin=layer).strip()) == 12
+    assert "busybox" in d.call("run", "climbs", "ls", "/usr/lib/up/").split()
+    before = state_of(list(host_dirs.values()))
+    for through in ("usr/lib/up/sh", "usr/lib/out/resolv.conf", "usr/lib/out/new/file"):
+        out = d.call("import", "-", stdin=image_with(base_tar, {"usr/lib/up": "../../../../bin",
+                                                              "usr/lib/out": "../../../.." + host_dirs["var"]},
+                                                    {through: b"#!/bin/sh\necho owned\n"}))
+        assert out.startswith("Error: Refusing archive entry") and "is a symlink" in out, (through, out)
+    assert state_of(list(host_dirs.values())) == before
+    assert d.call("run", "climbs", "sh", "-c", "echo ok") == "ok\n"
+
+
+REDIRECTOR = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.path[1:])
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", 8766), Handler).serve_forever()
+"""
+
+
+def test_import_reads_only_http_and_stdin(d, base_tar, host_dirs):
+    """file:, ftp: and data: URLs are refused before anything is read, also as a redirect's target:
+    any local user could otherwise have the daemon copy out a file only root may read."""
+    secret = os.path.join(host_dirs["var"], "secret.tar")
+    with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+        f.write(base_tar)
+    graph = sorted(os.listdir(os.path.join(d.root, "graph")))
+    for url in (f"file://{secret}", f"FILE:{secret}", "ftp://127.0.0.1/base.tar",
+                "data:application/x-tar;base64,AAAA", "gopher://127.0.0.1/x"):
+        scheme = url.split(":")[0]
+        out = d.call("import", url, "stolen")
+        assert out == (f"Error: Unsupported URL scheme {scheme}: import takes an http:// or https:// URL, "
+                       "or - for the standard input\n"), out
+    redirector = d.netns.popen(sys.executable, "-c", REDIRECTOR)
+    try:
+        for _ in range(200):
+            try:
+                d.netns.socket_connect(("127.0.0.1", 8766), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        for target in (f"file://{secret}", "ftp://127.0.0.1/base.tar", "data:,x"):
+            out = d.call("import", f"http://127.0.0.1:8766/{target}", "stolen")
+            last = out.splitlines()[-1]
+            assert last.startswith("Error: ") and ("is not allowed" in last or "unknown url type" in last), out
+    finally:
+        redirector.kill()            # `ip netns exec` execs python: this is its PID
+        redirector.wait(10)
+    assert sorted(os.listdir(os.path.join(d.root, "graph"))) == graph
+    assert "stolen" not in d.call("images")
