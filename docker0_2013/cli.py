@@ -5,6 +5,7 @@
 - anything else: the client, which sends its arguments to the daemon.
 
 Changed since 2013 (DESIGN.md): `-g ROOT`, `-b BRIDGE` and `-H HOST:PORT`;
+`-G GROUP`: only root and the group's members may use the daemon (server.py);
 `-p PIDFILE` (Docker 0.2's flag) and a clean stop on SIGTERM or SIGINT that
 removes the pid file and leaves running containers running (they are in
 their own sessions; the next daemon follows them again), so the daemon can
@@ -65,6 +66,7 @@ def global_flags() -> FlagSet:
     flags.string("b", "Bridge the containers attach to (daemon)", "lxcbr0")
     flags.string("H", "Address the daemon listens on, and the client connects to", DEFAULT_ADDRESS)
     flags.string("p", "File to write the daemon's PID to (daemon)", "")
+    flags.string("G", "Group whose members may use the daemon, besides root (daemon)", "docker0")
     return flags
 
 
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         if args:
             print_usage(flags)
             sys.exit(0)
-        sys.exit(run_daemon(flags["g"], flags["b"], address, flags["p"]))
+        sys.exit(run_daemon(flags["g"], flags["b"], address, flags["p"], flags["G"]))
     status = run_client(address, args)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:         # None: started with that fd closed
@@ -146,7 +148,8 @@ def remove_pidfile(path: str) -> None:
         pass
 
 
-def run_daemon(root: str, bridge: str, address: tuple[str, int], pidfile: str = "") -> int:
+def run_daemon(root: str, bridge: str, address: tuple[str, int], pidfile: str = "",
+               group: str = "docker0") -> int:
     import platform
     setup_logging()
     if platform.machine() not in ("x86_64", "amd64"):
@@ -165,7 +168,7 @@ def run_daemon(root: str, bridge: str, address: tuple[str, int], pidfile: str = 
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        serving = asyncio.create_task(Server(runtime, *address).serve_forever())
+        serving = asyncio.create_task(Server(runtime, *address, group).serve_forever())
         await asyncio.wait([serving, asyncio.create_task(stop.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
