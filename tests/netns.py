@@ -225,10 +225,12 @@ class Daemon:
 
     def __init__(self, netns: Netns | None = None, root: str | None = None,
                  extra: tuple[str, ...] = (), cgroups: str = "host",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 program: tuple[str, ...] = (PYTHON, "-m", "docker0_2013"), cwd: str = REPO) -> None:
         self.netns, self.root, self.own_root = netns, root, root is None
         self.log_path = self.log = self.proc = None
         self.extra, self.cgroups, self.env = extra, cgroups, env
+        self.program, self.cwd = program, cwd       # another install's `docker0`, say
         try:                         # a set-up that fails at any step leaves nothing
             self.netns = netns or Netns()
             self.root = root or tempfile.mkdtemp(prefix="docker0-test-")
@@ -243,8 +245,8 @@ class Daemon:
         mounts = 'exec "$@"' if self.cgroups == "none" else cgroup_mounts_script(self.cgroups)
         env = {**os.environ, **self.env} if self.env else None
         self.proc = self.netns.popen("sh", "-c", mounts, "sh",
-                                     PYTHON, "-m", "docker0_2013", "-d", "-g", self.root,
-                                     *self.extra, stdout=self.log, stderr=self.log, cwd=REPO,
+                                     *self.program, "-d", "-g", self.root,
+                                     *self.extra, stdout=self.log, stderr=self.log, cwd=self.cwd,
                                      env=env)
         if wait:
             self.wait_ready()
