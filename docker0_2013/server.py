@@ -443,10 +443,10 @@ class Server:
         uid = self.peers.uid(peer, ours) if isinstance(peer, tuple) else None
         if uid is None:
             raise PermissionError("Permission denied: cannot tell which user of this host is connecting; "
-                                  "the docker0 daemon serves only local users")
+                                  "this daemon serves only local users")
         if not may_connect(uid, self.group):
-            raise PermissionError(f"Permission denied: only root and the members of group {self.group} "
-                                  f"may use the docker0 daemon (you are uid {uid})")
+            raise PermissionError(f"Permission denied: you (uid {uid}) are neither root nor a member "
+                                  f"of the group {self.group}, which may use this daemon")
 
     async def run_one(self, reader: asyncio.StreamReader, stdout: Stdout) -> None:
         try:

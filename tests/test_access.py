@@ -20,8 +20,8 @@ from docker0_2013.server import may_connect
 from helpers import base_tar  # noqa: F401
 from netns import PYTHON, REPO, Daemon
 
-REFUSED = ("Error: Permission denied: only root and the members of group nogroup "
-           "may use the docker0 daemon (you are uid 1)\n")
+REFUSED = ("Error: Permission denied: you (uid 1) are neither root nor a member of the group nogroup, "
+           "which may use this daemon\n")
 
 
 def as_user(d: Daemon, user: str, *cmd: str, stdin: bytes = b"") -> str:
@@ -68,7 +68,7 @@ def test_without_the_group_only_root_is_served(base_tar):
     d = Daemon(extra=("-G", "d0-no-such-group"))
     try:
         assert "There is no group d0-no-such-group (-G): only root may use the daemon" in d.logs()
-        assert client(d, "nobody", "version").startswith("Error: Permission denied: only root")
+        assert client(d, "nobody", "version").startswith("Error: Permission denied: you (uid 65534) are neither root")
         assert client(d, "root", "version").startswith("Version:")
     finally:
         d.destroy()
@@ -82,7 +82,7 @@ def test_a_container_cannot_reach_a_daemon_on_the_bridge(base_tar):
         assert len(d.call("import", "-", "base", stdin=base_tar).strip()) == 12
         out = d.call("run", "base", "sh", "-c", "echo version | nc 10.0.3.1 4242")
         assert out == ("Error: Permission denied: cannot tell which user of this host is connecting; "
-                       "the docker0 daemon serves only local users\n"), out
+                       "this daemon serves only local users\n"), out
     finally:
         d.destroy()
 
