@@ -75,6 +75,18 @@ class Netns:
             raise result[0]
         return result[0]
 
+    def wait_listening(self, address: tuple[str, int], timeout: float = 10) -> None:
+        """Until something in the namespace accepts connections at `address` (or `timeout` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.socket_connect(address, timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def pids(self) -> list[int]:
         """Every process whose network namespace is this one."""
         target = os.stat(f"/run/netns/{self.name}").st_ino

@@ -20,7 +20,6 @@ import socket
 import tarfile
 import sys
 import threading
-import time
 
 import pytest
 
@@ -269,12 +268,7 @@ def test_import_reads_only_http_and_stdin(d, base_tar, host_dirs):
                        "or - for the standard input\n"), out
     redirector = d.netns.popen(sys.executable, "-c", REDIRECTOR)
     try:
-        for _ in range(200):
-            try:
-                d.netns.socket_connect(("127.0.0.1", 8766), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        d.netns.wait_listening(("127.0.0.1", 8766))
         for target in (f"file://{secret}", "ftp://127.0.0.1/base.tar", "data:,x"):
             out = d.call("import", f"http://127.0.0.1:8766/{target}", "stolen")
             last = out.splitlines()[-1]

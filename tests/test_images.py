@@ -132,12 +132,7 @@ def web(daemon, base_tar):
     server = daemon.netns.popen(PYTHON, "-m", "http.server", "--bind", "127.0.0.1", "--directory", served,
                                 "8765", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            try:
-                daemon.netns.socket_connect(("127.0.0.1", 8765), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        daemon.netns.wait_listening(("127.0.0.1", 8765))
         yield "127.0.0.1:8765"
     finally:
         server.kill()                   # `ip netns exec` execs the server: this is its PID
