@@ -355,16 +355,16 @@ class PeerLookup:
             + struct.pack(">HH", peer[1], ours[1]) \
             + address_bytes(family, peer[0]) + address_bytes(family, ours[0]) + struct.pack("=IQ", 0, NO_COOKIE)
         sequence = next(self.sequence) & 0xFFFFFFFF
-        self.netlink.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
-                                      sequence, 0) + request)
-        while True:             # the kernel answers within send(): nothing here waits
-            try:
+        try:
+            self.netlink.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
+                                          sequence, 0) + request)
+            while True:         # the kernel answers within send(): nothing here waits
                 reply = self.netlink.recv(8192, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return None
-            kind, _, replied = struct.unpack_from("=HHI", reply, 4)
-            if replied == sequence:
-                break           # (an answer to an earlier request that gave up is passed over)
+                kind, _, replied = struct.unpack_from("=HHI", reply, 4)
+                if replied == sequence:
+                    break       # (an answer to an earlier request that gave up is passed over)
+        except OSError:         # no answer (BlockingIOError), no memory: nobody can be told apart
+            return None
         if kind == NLMSG_ERROR or len(reply) < UID_OFFSET + 4:
             return None         # ENOENT: the client has gone, or is not on this host
         return struct.unpack_from("=I", reply, UID_OFFSET)[0]
