@@ -82,3 +82,11 @@ def test_sysinit_argument_parsing():
         {"-g": "1.2.3.4", "-u": "", "-w": "/srv"}, ["pwd"])
     assert find_program("sh", "/nonexistent:/bin") == "/bin/sh"
     assert find_program("no-such-program", "/bin") is None
+
+
+def test_resolv_conf_is_mounted_where_prepare_rootfs_says_and_never_created_by_lxc():
+    assert "resolv.conf" not in config()                  # "": nothing to mount on
+    text = config(resolv_conf=lxc.fstab_escape("run/a dir\nx/resolv.conf"))
+    assert "lxc.mount.entry = /r/resolv.conf run/a\\040dir\\012x/resolv.conf none bind,ro,nosuid,nodev,noexec 0 0\n" \
+        in text
+    assert not any("resolv.conf" in line and "create=" in line for line in text.splitlines())
