@@ -58,7 +58,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
-from .utils import DIR_FLAGS, at, remove_tree, walk_tree
+from .utils import DIR_FLAGS, fd_path, remove_tree, walk_tree
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -473,7 +473,7 @@ class Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if entry.type == DIRECTORY:
                 return False
-            remove_tree(at(parent_fd, name))
+            remove_tree(fd_path(parent_fd, name))
             self.directories = {k: v for k, v in self.directories.items() if k[:len(parts)] != tuple(parts)}
         else:
             os.unlink(name, dir_fd=parent_fd)
@@ -606,7 +606,7 @@ def tar_layer(directory: str, out: BinaryIO) -> None:
                 add_marker(archive, f"{name[:-len(parts[-1])]}{WHITEOUT}{parts[-1]}", st)
                 continue
             add_entry(archive, fd, parts[-1], name, st, seen)
-            if stat.S_ISDIR(st.st_mode) and is_opaque(at(fd, parts[-1])):
+            if stat.S_ISDIR(st.st_mode) and is_opaque(fd_path(fd, parts[-1])):
                 add_marker(archive, f"{name}/{OPAQUE}", st)
 
 
@@ -645,7 +645,7 @@ def add_entry(archive: tarfile.TarFile, fd: int | None, file: str, name: str, st
         info.type = tarfile.FIFOTYPE
     else:
         return                          # a socket: tar cannot hold it
-    path = at(fd, file)
+    path = fd_path(fd, file)
     for key in list_xattrs(path):
         if not key.startswith(OVERLAY_XATTRS):
             value = os.getxattr(path, key, follow_symlinks=False)

@@ -33,7 +33,7 @@ import stat
 
 from .archive import OPAQUE, WHITEOUT, is_opaque, is_whiteout
 from .graph import Graph
-from .utils import Mirror, at, walk_tree
+from .utils import Mirror, fd_path, walk_tree
 
 
 def changes(graph: Graph, image_id: str, rw: str) -> list[tuple[str, str]]:
@@ -46,7 +46,7 @@ def changes(graph: Graph, image_id: str, rw: str) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     top = list(range(len(layers)))
     for i in top:
-        if os.path.lexists(at(layers[i].fd, OPAQUE)):
+        if os.path.lexists(fd_path(layers[i].fd, OPAQUE)):
             top = top[:i + 1]
             break
     levels = [(top, False)]         # for each directory walked: the layers that show it, opaque?
@@ -72,10 +72,10 @@ def changes(graph: Graph, image_id: str, rw: str) -> list[tuple[str, str]]:
             if stat.S_ISDIR(st.st_mode):
                 for layer in layers:
                     layer.down(name)
-                opaque = opaque or is_opaque(at(fd, name))
+                opaque = opaque or is_opaque(fd_path(fd, name))
                 levels.append((inside, opaque))
                 if opaque:          # the names of the old directory are gone unless made again
-                    names = set(lower_names(layers, inside)) - set(os.listdir(at(fd, name)))
+                    names = set(lower_names(layers, inside)) - set(os.listdir(fd_path(fd, name)))
                     found.extend(("D", f"{path}/{n}") for n in names)
                     gone = gone or bool(names)
     finally:
@@ -92,7 +92,7 @@ def lookup(layers: list[Mirror], visible: list[int], name: str) -> tuple[os.stat
     found, inside = None, []
     for i in visible:
         fd = layers[i].fd
-        if os.path.lexists(at(fd, WHITEOUT + name)):
+        if os.path.lexists(fd_path(fd, WHITEOUT + name)):
             break                              # deleted in this layer
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -103,7 +103,7 @@ def lookup(layers: list[Mirror], visible: list[int], name: str) -> tuple[os.stat
         if not stat.S_ISDIR(st.st_mode):
             break                              # a file hides a directory below it
         inside.append(i)
-        if os.path.lexists(at(fd, f"{name}/{OPAQUE}")):
+        if os.path.lexists(fd_path(fd, f"{name}/{OPAQUE}")):
             break                              # this directory hides the layers below
     return found, inside
 

@@ -16,12 +16,13 @@ import os
 import subprocess
 import time
 
-from . import VERSION, graph as layers, registry
+from . import VERSION, registry
 from .archive import tar_directory
 from .auth import AuthConfig, save_config
 from .changes import changes
 from .container import Config, apply_image_config
 from .flag import HELP_REQUESTED, FlagError, FlagSet
+from .graph import is_mounted, mount_rootfs, unmount_rootfs
 from .utils import (client_paced, human_duration, json_pretty, parse_time, remove_or_set_aside, short_id,
                     since, tabwrite)
 
@@ -484,15 +485,15 @@ class Commands:
         async with container.lock:
             if container.removed:            # an rm that came first
                 raise LookupError(f"No such container: {names[0]}")
-            mounted_here = not layers.is_mounted(container.rootfs)
+            mounted_here = not is_mounted(container.rootfs)
             if mounted_here:
-                await asyncio.to_thread(layers.mount_rootfs, self.graph, container.Image, container.rw,
+                await asyncio.to_thread(mount_rootfs, self.graph, container.Image, container.rw,
                                         container.path("rw-work"), container.rootfs)
             try:
                 await client_paced(tar_directory, container.rootfs, stdout.blocking())
             finally:
                 if mounted_here:     # 2013 left it mounted (spec 10.4 item 27)
-                    await asyncio.to_thread(layers.unmount_rootfs, container.rootfs)
+                    await asyncio.to_thread(unmount_rootfs, container.rootfs)
 
 
     # -- Registry: pull, push, login (registry.py, auth.py) ---------------------------

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from . import VERSION, archive
-from .utils import (Mirror, TruncIndex, at, atomic_write, generate_id, json_compact, now_string,
+from .utils import (Mirror, TruncIndex, atomic_write, fd_path, generate_id, json_compact, now_string,
                     remove_or_set_aside, remove_tree, set_aside, walk_tree)
 
 TMP = ":tmp:"
@@ -247,7 +247,7 @@ def build_overlay_view(layer: str, twin: str) -> None:
                 making = here is not None and not name.startswith(WHITEOUT + WHITEOUT)
                 target.down(name, make=making)      # AUFS's own metadata stays out
                 if making:
-                    copy_attributes(st, at(fd, name), target.fd)
+                    copy_attributes(st, fd_path(fd, name), target.fd)
             elif here is None:
                 continue
             elif name == OPAQUE:
@@ -256,7 +256,7 @@ def build_overlay_view(layer: str, twin: str) -> None:
                 continue
             elif name.startswith(WHITEOUT):
                 hidden = name[len(WHITEOUT):]
-                if not os.path.lexists(at(fd, hidden)):    # the layer's own file wins over its whiteout
+                if not os.path.lexists(fd_path(fd, hidden)):    # the layer's own file wins over its whiteout
                     os.mknod(hidden, stat.S_IFCHR, 0, dir_fd=here)
             else:
                 os.link(name, name, src_dir_fd=fd, dst_dir_fd=here, follow_symlinks=False)

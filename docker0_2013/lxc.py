@@ -13,8 +13,6 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
   `proc:mixed sys:ro` with modern Docker's masks, a pids limit, LXC's AppArmor
   profile where the kernel has AppArmor, a per-container resolv.conf copy;
   no_new_privs is not set (setuid programs keep working, as in Docker);
-- ending a container: kill_cgroup() (cgroup.kill on cgroup2, the v1 freezer
-  then SIGKILL) needs nothing from the container's processes;
 - sysinit runs on the host's Python, which is
   bind-mounted read-only under `/dev/.docker0` (LXC's private /dev tmpfs, so
   nothing appears in the container's rw layer) and unmounted before the program runs;
@@ -43,9 +41,7 @@ import ipaddress
 import logging
 import os
 import py_compile
-import signal
 import sys
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -328,104 +324,3 @@ def execute_command(container_id: str, lxc_path: str, config_path: str, init: li
     it), which the shim reads (shim.py: an empty file is 137, as for SIGKILL)."""
     return ["lxc-start", "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
             "-o", os.path.join(lxc_path, container_id, "lxc.log"), "-l", "ERROR", "--", *init]
-
-
-# -- Ending a container through its cgroup --------------------------------------------
-
-
-def cgroup_mounts() -> dict[str, str]:
-    """Where each hierarchy is mounted: controller name (or "" for cgroup2) -> mount point."""
-    mounts = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields, _, rest = line.partition(" - ")
-            point = fields.split()[4]
-            fstype, _, options = rest.split()[:3]
-            if fstype == "cgroup2":
-                mounts.setdefault("", point)
-            elif fstype == "cgroup":
-                for option in options.split(","):
-                    mounts.setdefault(option, point)
-    return mounts
-
-
-def payload_cgroups(pid: int) -> dict[str, str]:
-    """The host directories of the cgroups of `pid` that LXC made for a container
-    (named lxc.payload.<name>), by controller ("" for cgroup2). Nothing for a
-    process that is not (yet) in one: its cgroup might be the daemon's own."""
-    mounts = cgroup_mounts()
-    found = {}
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return {}
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "/lxc.payload." not in path:
-            continue
-        for controller in controllers.split(",") if controllers else [""]:
-            if controller in mounts:
-                found[controller] = mounts[controller] + path
-    return found
-
-
-def cgroup_pids(directory: str) -> list[int]:
-    try:
-        with open(os.path.join(directory, "cgroup.procs")) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def kill_cgroup(cgroups: dict[str, str], timeout: float = 5.0) -> None:
-    """SIGKILL every process in a container's cgroup, whatever they do meanwhile.
-
-    cgroup2 has cgroup.kill, which does it in the kernel at once. Without it
-    (cgroup v1), the freezer stops every process first, so a fork bomb cannot
-    outrun the signals; each gets SIGKILL, then the cgroup is thawed for them
-    to die. Without a freezer, SIGKILL is repeated until the cgroup is empty.
-    """
-    v2 = cgroups.get("")
-    if v2 and os.path.exists(os.path.join(v2, "cgroup.kill")):
-        write_cgroup(v2, "cgroup.kill", "1")
-        return
-    freezer = cgroups.get("freezer")
-    deadline = time.monotonic() + timeout
-    if freezer:
-        write_cgroup(freezer, "freezer.state", "FROZEN")
-        while read_cgroup(freezer, "freezer.state") == "FREEZING" and time.monotonic() < deadline:
-            time.sleep(0.001)
-    try:
-        directories = [freezer] if freezer else list(cgroups.values())
-        while time.monotonic() < deadline:
-            pids = [pid for d in directories for pid in cgroup_pids(d)]
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if freezer:
-                return                       # frozen: none of them forked since
-            time.sleep(0.005)
-    finally:
-        if freezer:
-            write_cgroup(freezer, "freezer.state", "THAWED")
-
-
-def read_cgroup(directory: str, name: str) -> str:
-    try:
-        with open(os.path.join(directory, name)) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def write_cgroup(directory: str, name: str, value: str) -> None:
-    try:
-        with open(os.path.join(directory, name), "w") as f:
-            f.write(value)
-    except OSError as e:               # the cgroup went away: its processes are gone
-        log.debug("%s/%s: %s", directory, name, e)

@@ -32,15 +32,15 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from . import archive, graph as layers, lxc
+from . import archive, lxc
 from .auth import load_config
 from .commands import Commands
-from .container import (Config, Container, NetworkSettings, State, config_record, process_alive,
-                        read_exit_code)
-from .graph import Graph, Image
+from .container import Config, Container, NetworkSettings, State, config_record
+from .graph import Graph, Image, is_mounted, unmount_rootfs
 from .network import NetworkManager, bridge_network
+from .shim_client import process_alive
 from .tags import TagStore
-from .utils import (ProgressReader, TruncIndex, generate_id, now_string, parse_time, remove_or_set_aside,
+from .utils import (ProgressReader, TruncIndex, generate_id, mountinfo, now_string, remove_or_set_aside,
                     remove_tree, set_aside)
 
 DEFAULT_ROOT = "/var/lib/docker"
@@ -67,17 +67,11 @@ def check_not_modern_docker(root: str) -> None:
             f"docker0 will not touch it. Choose another root with -g, e.g. 'docker0 -d -g /var/lib/docker0'")
 
 
-def cgroup_hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+def cgroup_hierarchies(path: str = "/proc/self/mountinfo") -> list[str]:
     """The cgroup mounts LXC can use: v1 hierarchies below /sys/fs/cgroup, or v2 at it."""
-    found = []
-    with open(mountinfo) as f:
-        for line in f:
-            fields, _, rest = line.partition(" - ")
-            point, fstype = fields.split()[4], rest.split()[0]
-            if (fstype == "cgroup" and point.startswith(lxc.CGROUP_ROOT + "/")) or \
-                    (fstype == "cgroup2" and point == lxc.CGROUP_ROOT):
-                found.append(point)
-    return found
+    return [point for point, fstype, _ in mountinfo(path)
+            if (fstype == "cgroup" and point.startswith(lxc.CGROUP_ROOT + "/"))
+            or (fstype == "cgroup2" and point == lxc.CGROUP_ROOT)]
 
 
 def has_overlayfs() -> bool:
@@ -121,9 +115,9 @@ class Runtime(Commands):
         if os.path.isdir(self.root):
             check_not_modern_docker(self.root)
         check_host(bridge)
-        self.repository = os.path.join(self.root, "containers")
+        self.containers_dir = os.path.join(self.root, "containers")     # 2013: runtime.repository
         self.quarantine = os.path.join(self.root, "quarantine")
-        os.makedirs(self.repository, 0o700, exist_ok=True)
+        os.makedirs(self.containers_dir, 0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.graph = Graph(os.path.join(self.root, "graph"), self.quarantine)
         try:
@@ -148,8 +142,8 @@ class Runtime(Commands):
 
     def restore(self) -> None:
         """Load every saved container (spec 4.6)."""
-        for name in sorted(os.listdir(self.repository)):
-            path = os.path.join(self.repository, name)
+        for name in sorted(os.listdir(self.containers_dir)):
+            path = os.path.join(self.containers_dir, name)
             if name.startswith(HALF_DONE):       # a create or rm the last daemon died in
                 remove_or_set_aside(path, self.quarantine)
                 continue
@@ -173,30 +167,24 @@ class Runtime(Commands):
         A stopped one keeps nothing mounted (the last daemon may have died starting it).
         """
         if not container.State.Running:
-            if layers.is_mounted(container.rootfs):
-                layers.unmount_rootfs(container.rootfs)
+            if is_mounted(container.rootfs):
+                unmount_rootfs(container.rootfs)
             return
         if process_alive(container.State.Pid, container.root) and container.shim_answers():
             ns = container.NetworkSettings
             container.iface = self.network.restore(ns.IpAddress, ns.PortMapping)
             self.still_running.append(container)
             return
-        if layers.is_mounted(container.rootfs):
-            layers.unmount_rootfs(container.rootfs)
-        container.State = State(Running=False, Pid=0, StartedAt=container.State.StartedAt,
-                                ExitCode=read_exit_code(container.path("exit-code")))
-        container.NetworkSettings = NetworkSettings()
-        container.started.clear()
-        container.stopped.set()
-        container.exited.set()
-        container.to_disk()
+        ended = container.ended_state()
+        container.set_stopped(ended)
+        container.finish(ended)              # unmount, save
+        container.set_released()
 
     def register(self, container: Container) -> None:
         if not container.Id:
             raise ValueError("Invalid empty id")
         if container.Id in self.containers:
             raise ValueError("Container is already loaded")
-        container.created_at = parse_time(container.Created)
         self.containers[container.Id] = container
         self.container_index.add(container.Id)
 
@@ -221,14 +209,14 @@ class Runtime(Commands):
         container = Container(Id=container_id, Created=now_string(), Path=command[0],
                               Args=command[1:], Config=config, State=State(),
                               Image=image.id, NetworkSettings=NetworkSettings(),
-                              SysInitPath=lxc.SYSINIT, root=os.path.join(self.repository, container_id),
+                              SysInitPath=lxc.SYSINIT, root=os.path.join(self.containers_dir, container_id),
                               graph=self.graph, network=self.network)
         # Written aside and renamed into place: a crash leaves no container without a record.
-        staging = os.path.join(self.repository, HALF_DONE + "new-" + container_id)
+        staging = os.path.join(self.containers_dir, HALF_DONE + "new-" + container_id)
         os.mkdir(staging, 0o700)
         container.root = staging
         container.to_disk()
-        container.root = os.path.join(self.repository, container_id)
+        container.root = os.path.join(self.containers_dir, container_id)
         os.rename(staging, container.root)
         self.register(container)
         return container
@@ -242,17 +230,16 @@ class Runtime(Commands):
                     continue
                 if container.removed:       # another rm was first
                     raise LookupError(f"Container {container.Id} not found - maybe it was already destroyed?")
-                if layers.is_mounted(container.rootfs):
+                if is_mounted(container.rootfs):
                     try:
-                        await asyncio.to_thread(layers.unmount_rootfs, container.rootfs)
+                        await asyncio.to_thread(unmount_rootfs, container.rootfs)
                     except OSError as e:
                         raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
                 del self.containers[container.Id]
                 self.container_index.delete(container.Id)
-                container.removed = True
-                container.started.set()     # wakes attachers waiting for a run that will not come
+                container.set_removed()
                 # Renamed away first: a crash during the rmtree leaves no half-deleted container.
-                garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
+                garbage = os.path.join(self.containers_dir, HALF_DONE + "rm-" + container.Id)
                 try:
                     os.rename(container.root, garbage)
                     await asyncio.to_thread(remove_tree, garbage)

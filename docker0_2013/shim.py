@@ -4,7 +4,7 @@ container's pipes itself, and a container died with it).
 
     python3 -I -S -B shim.py        (fd 0: a unix socket to the daemon)
 
-The daemon starts this once, as its fork server (container.py, Shims): a
+The daemon starts this once, as its fork server (shim_client.py, ShimForkServer): a
 Python that has loaded, so that a start never waits for one to load. For
 each fd the daemon sends it (one end of a socket pair), the server forks a
 shim, in a session of its own and with the host's init as its parent (a
@@ -158,7 +158,7 @@ class Shim:
         self.status_file = status_file        # where sysinit writes the container's status
         self.outputs: dict[int, int] = {}     # fd read from the container -> its log's fd
         self.stdin: int | None = None         # where the container's input is written
-        self.stdin_is_tty = False
+        self.tty_master = False                # -t: one pty master is the input and the output
         self.pending = b""                    # input not yet taken by the container
         self.close_stdin = False              # after `pending`: a stdin-once client has ended
         self.requests: dict[int, bytes] = {}  # connections whose first line is still coming
@@ -183,7 +183,7 @@ class Shim:
             master, slave = tty               # received close-on-exec (read_job)
             posix.set_blocking(master, False)
             self.outputs[master] = stdout_log
-            self.stdin, self.stdin_is_tty = master, True
+            self.stdin, self.tty_master = master, True
             stdio = (slave, slave, slave)
             ours = [slave]
         else:
@@ -247,7 +247,7 @@ class Shim:
         """Move what the container wrote into its log; at the end, forget the output."""
         log_fd = self.outputs[fd]
         try:
-            if self.stdin_is_tty:
+            if self.tty_master:
                 data = posix.read(fd, CHUNK)
                 moved = len(data)
                 write_all(log_fd, data)
@@ -256,12 +256,12 @@ class Shim:
         except BlockingIOError:
             return
         except OSError as e:
-            if fd == self.stdin and e.errno == EIO:    # every slave of the pty is closed
+            if self.tty_master and e.errno == EIO:    # every slave of the pty is closed
                 moved = 0
             else:                          # a full disk: the container must not block on it
                 say(f"{self.directory}: the log lost output: {e}")
-                moved = 1 if self.stdin_is_tty else len(posix.read(fd, PIPE_SIZE))
-        if moved < COALESCE and not self.stdin_is_tty:   # a trickle: let it gather, then move it at once
+                moved = 1 if self.tty_master else len(posix.read(fd, PIPE_SIZE))
+        if moved < COALESCE and not self.tty_master:   # a trickle: let it gather, then move it at once
             self.rest_until = time.monotonic() + REST
         if not moved:
             del self.outputs[fd]
@@ -349,7 +349,7 @@ class Shim:
             return
         except OSError:                    # the container closed its stdin: drop the input
             self.pending = b""
-            if not self.stdin_is_tty:
+            if not self.tty_master:
                 posix.close(self.stdin)
                 self.stdin = None
             return
@@ -360,7 +360,7 @@ class Shim:
         self.close_stdin = False
         if self.stdin is None:
             return
-        if self.stdin_is_tty:
+        if self.tty_master:
             self.pending = EOT
             self.feed()
         else:
@@ -380,7 +380,7 @@ class Shim:
         Not synced: an fsync here would add 3-5 ms to every run, and the daemon
         saves the status in the container's record (synced) right after. After
         a power loss while the daemon was down, the file is at worst missing or
-        empty, which reads as -127, the 2013 status (container.read_exit_code).
+        empty, which reads as -127, the 2013 status (shim_client.read_exit_code).
         """
         fd = posix.open("exit-code.tmp", posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
         try:

@@ -267,7 +267,7 @@ class Mirror:
         os.close(self.fd)
 
 
-def at(fd: int | None, name: str) -> str:
+def fd_path(fd: int | None, name: str) -> str:
     """A short path for `name` in directory `fd`, for calls without a dir_fd (xattrs)."""
     return name if fd is None else f"/proc/self/fd/{fd}/{name}"
 
@@ -299,12 +299,19 @@ def remove_tree(path: str) -> None:
 
 
 def mounts_below(path: str) -> list[str]:
-    """Mount points at or below `path`, from /proc/self/mountinfo."""
+    """Mount points at or below `path`."""
     top = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        points = [os.fsdecode(line.split()[4]) for line in f]
-    points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) for p in points]
-    return [p for p in points if p == top or p.startswith(top.rstrip("/") + "/")]
+    return [p for p, _, _ in mountinfo() if p == top or p.startswith(top.rstrip("/") + "/")]
+
+
+def mountinfo(path: str = "/proc/self/mountinfo") -> Iterator[tuple[str, str, str]]:
+    """Each mount's point, filesystem type and superblock options, from mountinfo(5)."""
+    with open(path, "rb") as f:
+        for line in f:
+            fields, _, rest = os.fsdecode(line).partition(" - ")
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields.split()[4])
+            fstype, _, options = (rest.split() + ["", ""])[:3]
+            yield point, fstype, options
 
 
 def set_aside(path: str, quarantine: str, why: object) -> None:

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from helpers import (NOTHING, base_tar, d, daemon_fds, exchange, inside, run_detached,  # noqa: F401
-                     saved_containers, settled_leftovers)
+from helpers import NOTHING, daemon_fds, exchange, inside, run_detached, saved_containers, settled_leftovers
 from netns import PYTHON, REPO
 
 

@@ -27,7 +27,7 @@ from docker0_2013.archive import untar
 from docker0_2013.graph import Graph
 from docker0_2013.tags import TagStore
 from docker0_2013.utils import format_time
-from helpers import base_tar, d, daemon_fds, settled_fds  # noqa: F401 (fixtures)
+from helpers import daemon_fds, settled_fds
 from netns import PYTHON, REPO, Daemon
 from test_archive import hostile_archives, listing, make_tree, member, tar_of
 
