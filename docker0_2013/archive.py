@@ -132,14 +132,23 @@ class RawSource(io.RawIOBase):
         return len(data)
 
 
+MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00", "zstd": b"\x28\xb5\x2f\xfd"}
+
+
+def compression(head: bytes) -> str:
+    """What a stream's first 6 bytes say it is compressed with (MAGIC), as bsdtar
+    recognised it; "" for none."""
+    return next((kind for kind, magic in MAGIC.items() if head.startswith(magic)), "")
+
+
 def decompressed(source: io.BufferedReader) -> BinaryIO:
-    """gzip, bzip2 and xz are recognised by their magic bytes, as bsdtar did."""
-    magic = source.peek(6)[:6]
-    if magic.startswith(b"\x1f\x8b"):
+    """The tar stream inside gzip, bzip2 or xz (zstd is not read)."""
+    kind = compression(source.peek(6)[:6])
+    if kind == "gzip":
         return gzip.GzipFile(fileobj=source, mode="rb")
-    if magic.startswith(b"BZh"):
+    if kind == "bzip2":
         return bz2.BZ2File(source)
-    if magic.startswith(b"\xfd7zXZ\x00"):
+    if kind == "xz":
         return lzma.LZMAFile(source)
     return source
 

@@ -79,25 +79,8 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def self_path() -> str:
-    """This program's absolute path, found the way a shell finds argv[0]."""
-    argv0 = sys.argv[0]
-    if "/" not in argv0:
-        import shutil
-        argv0 = shutil.which(argv0) or argv0
-    return os.path.abspath(argv0)
-
-
-def is_init() -> bool:
-    """Started as the container's /sbin/init (2013: SelfPath() == "/sbin/init")?"""
-    return os.path.basename(sys.argv[0]) == "init" and self_path() == "/sbin/init"
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if is_init():
-        from .sysinit import main as sysinit_main
-        sys.exit(sysinit_main(argv))
     flags = global_flags()
     try:
         args = flags.parse(argv)

@@ -23,7 +23,8 @@ from .changes import changes
 from .container import Config, apply_image_config
 from .flag import HELP_REQUESTED, FlagError, FlagSet
 from .graph import is_mounted, mount_rootfs, unmount_rootfs
-from .utils import (client_paced, human_duration, json_pretty, parse_time, remove_or_set_aside, short_id,
+from .tags import ImageNotFound
+from .utils import (NoSuchId, client_paced, human_duration, json_pretty, parse_time, remove_or_set_aside, short_id,
                     since, tabwrite)
 
 HELP = """Usage: docker COMMAND [arg...]
@@ -244,7 +245,7 @@ class Commands:
             try:
                 image_id = self.tags.lookup_image(name).id
             except LookupError:
-                raise KeyError(f"No such id: {name}") from None
+                raise NoSuchId(f"No such id: {name}") from None
             users = [c for c in self.containers.values() if c.Image == image_id]
             if users:
                 raise RuntimeError(f"Unable to remove image {short_id(image_id)}: "
@@ -318,8 +319,8 @@ class Commands:
                 if not config.Entrypoint and not config.Cmd:
                     raise ValueError("Command not specified")
                 return self.create(config)
-            except LookupError as e:
-                if attempt == 2 or "does not exist" not in str(e) or not hasattr(self, "CmdPull"):
+            except ImageNotFound:
+                if attempt == 2:
                     raise
                 stdout.write(f"Image {config.Image} not found, trying to pull it from registry.\n")
                 await self.CmdPull(stdin, stdout, config.Image)
@@ -502,7 +503,7 @@ class Commands:
         """Pull NAME[:TAG] from Docker Hub or `host[:port]/NAME` (registry.py, spec 3.16)."""
         name = one_name(stdout, "pull", "Pull an image or a repository from the registry", args)
         if name:
-            await registry.in_own_thread(registry.pull, self.graph, self.tags, self.auth,
+            await client_paced(registry.pull, self.graph, self.tags, self.auth,
                                          name, stdout.write_from_thread)
 
     async def CmdPush(self, stdin, stdout, *args: str) -> None:
@@ -518,7 +519,7 @@ class Commands:
             if "/" not in name:
                 raise ValueError('Impossible to push a "root" repository. Please rename your repository '
                                  f"in <user>/<repo> (ex: {self.auth.username}/{name})")
-        await registry.in_own_thread(registry.push, self.graph, self.tags, self.auth,
+        await client_paced(registry.push, self.graph, self.tags, self.auth,
                                      name, stdout.write_from_thread)
 
     async def CmdLogin(self, stdin, stdout, *args: str) -> None:
@@ -544,7 +545,7 @@ class Commands:
             email = await read_input(stdin, stdout, echo=True) or current.email
         record = AuthConfig(username, password, email)
         try:
-            status = await registry.in_own_thread(registry.check_login, server, record)
+            status = await client_paced(registry.check_login, server, record)
         except registry.RegistryError as e:
             stdout.write(f"Error: {e}\n")   # 2013 printed it and succeeded (spec 3.12)
             return

@@ -10,7 +10,7 @@ Changed since 2013:
   not in the ID index (2013 listed it as an image ID); a leftover that cannot
   be removed, and an image whose JSON cannot be read, are set aside in
   `ROOT/quarantine/` with a log line, so the daemon starts with the rest;
-- `delete` (rmi) refuses an image that another image is built on; the
+- rmi (`unpublish`) refuses an image that another image is built on; the
   command also refuses one a container uses (2013 checked nothing, spec 6.6);
 - the union mount is overlayfs, not AUFS (gone from kernels). overlayfs
   does not understand `.wh.` files, so a layer that has any also gets an
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from . import VERSION, archive
-from .utils import (Mirror, TruncIndex, atomic_write, fd_path, generate_id, json_compact, now_string,
+from .utils import (Mirror, NoSuchId, TruncIndex, atomic_write, fd_path, generate_id, json_compact, now_string,
                     remove_or_set_aside, remove_tree, set_aside, walk_tree)
 
 TMP = ":tmp:"
@@ -120,12 +120,12 @@ class Graph:
         return os.path.isdir(self.image_path(image_id))
 
     def get(self, name: str) -> Image:
-        """Load an image by full ID or unique ID prefix; KeyError `No such id: <name>` otherwise."""
+        """Load an image by full ID or unique ID prefix; NoSuchId otherwise."""
         image_id = self.index.get(name)
         with open(os.path.join(self.image_path(image_id), "json"), "rb") as f:
             image = Image.from_dict(json.loads(f.read()))
         if image.id != image_id:
-            raise KeyError(f"Image stored at '{image_id}' has wrong id '{image.id}'")
+            raise NoSuchId(f"Image stored at '{image_id}' has wrong id '{image.id}'")
         return image
 
     def all(self) -> Iterator[Image]:
@@ -184,21 +184,11 @@ class Graph:
             try:
                 image = self.get(image.parent)
             except (KeyError, OSError, ValueError) as e:
-                raise LookupError(f"Error while getting parent image: {_msg(e)}") from None
+                raise LookupError(f"Error while getting parent image: {e}") from None
             yield image
 
     def children(self, image_id: str) -> list[Image]:
         return [image for image in self.all() if image.parent == image_id]
-
-    def delete(self, name: str) -> str:
-        """rmi: remove an image named by ID or unique ID prefix; return its ID.
-
-        An image other images are built on stays (2013 deleted it and left
-        them without a parent).
-        """
-        image_id, garbage = self.unpublish(name)
-        remove_or_set_aside(garbage, self.quarantine)
-        return image_id
 
     def unpublish(self, name: str) -> tuple[str, str]:
         """The quick half of delete: (ID, a `:tmp:` directory holding the image, to remove).
@@ -215,10 +205,6 @@ class Graph:
         os.rename(self.image_path(image_id), os.path.join(garbage, image_id))
         self.index.delete(image_id)
         return image_id, garbage
-
-
-def _msg(e: BaseException) -> str:
-    return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
 
 
 # -- overlayfs (mount.go) ----------------------------------------------------------------

@@ -41,6 +41,7 @@ import ipaddress
 import logging
 import os
 import py_compile
+import shutil
 import sys
 from typing import TYPE_CHECKING
 
@@ -321,6 +322,10 @@ def compiled_from(source: str, compiled: str) -> bool:
 def execute_command(container_id: str, lxc_path: str, config_path: str, init: list[str]) -> list[str]:
     """`lxc-start -F` with sysinit as the container's PID 1. `lxc-start -F` itself
     always exits 0, so sysinit writes the status to STATUS_FILE (bind-mounted for
-    it), which the shim reads (shim.py: an empty file is 137, as for SIGKILL)."""
-    return ["lxc-start", "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
+    it), which the shim reads (shim.py: an empty file is 137, as for SIGKILL).
+    lxc-start is named by its full path: the shim looks nothing up along PATH."""
+    lxc_start = shutil.which("lxc-start", path=DEFAULT_PATH)
+    if lxc_start is None:
+        raise RuntimeError(f"lxc-start: not found in {DEFAULT_PATH} (is LXC installed?)")
+    return [lxc_start, "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
             "-o", os.path.join(lxc_path, container_id, "lxc.log"), "-l", "ERROR", "--", *init]

@@ -67,9 +67,9 @@ from typing import Callable
 from . import archive
 from .auth import AuthConfig
 from .container import IMAGE_SETTINGS, Config, config_record
-from .graph import TMP, Graph, Image
+from .graph import Graph, Image
 from .tags import DEFAULT_TAG, TagStore, parse_repository_tag
-from .utils import ProgressReader, client_paced, json_compact, now_string, parse_time, remove_or_set_aside
+from .utils import ProgressReader, json_compact, now_string, parse_time, remove_or_set_aside
 
 HUB_REGISTRY = "registry-1.docker.io"
 HUB_NAMES = {"docker.io", "index.docker.io", "registry.docker.io", HUB_REGISTRY}
@@ -331,16 +331,15 @@ class Decompressor:
         return self.feed(b"") if not self.kind else b""
 
     def start(self, head: bytes) -> None:
-        if head.startswith(b"\x28\xb5\x2f\xfd"):
+        self.kind = archive.compression(head) or "tar"
+        if self.kind == "zstd":
             raise RegistryError("zstd-compressed layers are not supported")
-        if head.startswith(b"\x1f\x8b"):
-            self.kind, self.engine = "gzip", zlib.decompressobj(31)
-        elif head.startswith(b"\xfd7zXZ\x00"):
-            self.kind, self.engine = "xz", lzma.LZMADecompressor()
-        elif head.startswith(b"BZh"):
-            self.kind, self.engine = "bzip2", bz2.BZ2Decompressor()
-        else:
-            self.kind = "tar"
+        if self.kind == "gzip":
+            self.engine = zlib.decompressobj(31)
+        elif self.kind == "xz":
+            self.engine = lzma.LZMADecompressor()
+        elif self.kind == "bzip2":
+            self.engine = bz2.BZ2Decompressor()
 
     def gunzip(self, data: bytes) -> bytes:
         out = []
@@ -531,7 +530,7 @@ def pull(graph: Graph, tags: TagStore, credentials: AuthConfig, name: str, write
 
 def pull_layers(session: Session, path: str, graph: Graph, layers: list[Layer], write: Write) -> None:
     """Download and check every layer first, then register them, parents first."""
-    workdir = tempfile.mkdtemp(prefix="pull-", dir=staging_dir(graph))
+    workdir = tempfile.mkdtemp(prefix="pull-", dir=graph.tmp)
     try:
         for layer in layers:
             write(f"Pulling {layer.image.id} fs layer\n")
@@ -543,13 +542,6 @@ def pull_layers(session: Session, path: str, graph: Graph, layers: list[Layer], 
             os.unlink(tarball)
     finally:
         remove_or_set_aside(workdir, graph.quarantine)
-
-
-def staging_dir(graph: Graph) -> str:
-    """Graph's `:tmp:`: whatever a crash leaves there is removed at the next start."""
-    staging = os.path.join(graph.root, TMP)
-    os.makedirs(staging, 0o700, exist_ok=True)
-    return staging
 
 
 def untar_file(tarball: str, dest: str) -> None:
@@ -617,7 +609,7 @@ def push_layers(session: Session, path: str, graph: Graph, chain: list[Image],
                 write: Write) -> list[tuple[Image, dict, str]]:
     """Upload the layers of a chain (root first) that the registry lacks:
     [(image, descriptor, diff ID)] of every layer the manifest lists."""
-    staging = staging_dir(graph)
+    staging = graph.tmp
     # Empty layers (such as a pulled image's config layer) carry nothing; skip them.
     images = [i for i in chain if has_content(graph.layer_path(i.id))] or chain[:1]
     layers = []
@@ -707,16 +699,3 @@ def check_login(server: str, credentials: AuthConfig) -> str:
     except RegistryError as e:
         raise RegistryError(f"Login: {e}") from None
     raise RegistryError(f"Login: {detail or f'HTTP code: {status}'}")
-
-
-# -- Threads ------------------------------------------------------------------------------
-
-
-async def in_own_thread(function: Callable, *args):
-    """Run blocking registry work on the CLIENT_PACED threads and await its result.
-
-    Not the default executor: a handful of slow pulls would fill it and stall
-    every other command that uses it. Every HTTP exchange has a timeout
-    (TIMEOUT), so a silent registry frees its thread.
-    """
-    return await client_paced(function, *args)

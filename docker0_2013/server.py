@@ -304,8 +304,6 @@ async def read_line(reader: asyncio.StreamReader) -> bytes:
 
 
 def error_text(e: BaseException) -> str:
-    if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
     return str(e) or type(e).__name__
 
 

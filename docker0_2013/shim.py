@@ -131,22 +131,12 @@ def write_all(fd: int, data: bytes) -> None:
         data = data[posix.write(fd, data):]
 
 
-def find_program(name: bytes) -> bytes:
-    """Where execvp would find `name` along our PATH."""
-    if b"/" in name:
-        return name
-    for directory in posix.environ.get(b"PATH", b"/usr/bin:/bin").split(b":"):
-        candidate = (directory or b".") + b"/" + name
-        if posix.access(candidate, posix.X_OK):
-            return candidate
-    fail(f"{name.decode(errors='replace')}: not found")
-
-
 def start(command: list[bytes], stdio: tuple[int, int, int]) -> int:
     """Start COMMAND with `stdio` as its fds 0, 1 and 2, and the signals Python
     changed back to their defaults; its PID. posix_spawn, not fork: a forked
-    Python copies every page it touches before the exec."""
-    return posix.posix_spawn(find_program(command[0]), command, posix.environ,
+    Python copies every page it touches before the exec. COMMAND[0] is a full
+    path (lxc.execute_command): nothing is looked up along PATH."""
+    return posix.posix_spawn(command[0], command, posix.environ,
                              file_actions=[(posix.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
                              setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT))
 

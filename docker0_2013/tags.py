@@ -49,6 +49,10 @@ def validate_tag_name(tag: str) -> None:
         raise ValueError(f"Illegal tag name: {tag}")
 
 
+class ImageNotFound(LookupError):
+    """No image by that ID, nor a tag by that name: `run` tries a pull then."""
+
+
 class TagStore:
     def __init__(self, path: str, graph: Graph) -> None:
         self.path = path
@@ -108,7 +112,7 @@ class TagStore:
         repo, tag = parse_repository_tag(name)
         image_id = self.get(repo, tag)
         if image_id is None:
-            raise LookupError(f"Image does not exist: {name}")
+            raise ImageNotFound(f"Image does not exist: {name}")
         return self.graph.get(image_id)
 
     def image_name(self, image_id: str) -> str:
@@ -136,6 +140,5 @@ class TagStore:
             try:
                 found.append((repo, tag, self.graph.get(image_id)))
             except (KeyError, OSError, ValueError) as e:
-                reason = e.args[0] if isinstance(e, KeyError) and e.args else e
-                log.info("Warning: couldn't load %s from %s/%s: %s", image_id, repo, tag, reason)
+                log.info("Warning: couldn't load %s from %s/%s: %s", image_id, repo, tag, e)
         return found

@@ -103,6 +103,14 @@ def short_id(full_id: str) -> str:
     return full_id[:12]
 
 
+class NoSuchId(KeyError):
+    """An ID or prefix that names nothing: a KeyError, as a dict's, but its text is
+    the message itself (str() of a KeyError quotes it), ready for `Error: ...`."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class TruncIndex:
     """Finds a full ID from any unique prefix of it (spec 4.4).
 
@@ -124,7 +132,7 @@ class TruncIndex:
     def delete(self, full_id: str) -> None:
         i = bisect.bisect_left(self._ids, full_id)
         if i == len(self._ids) or self._ids[i] != full_id:
-            raise KeyError(f"No such id: {full_id}")
+            raise NoSuchId(f"No such id: {full_id}")
         del self._ids[i]
 
     def get(self, prefix: str) -> str:
@@ -133,7 +141,7 @@ class TruncIndex:
         if (prefix and len(matches) >= 1 and matches[0].startswith(prefix)
                 and (len(matches) == 1 or not matches[1].startswith(prefix))):
             return matches[0]
-        raise KeyError(f"No such id: {prefix}")
+        raise NoSuchId(f"No such id: {prefix}")
 
 
 # -- Files ----------------------------------------------------------------------
