@@ -3,8 +3,11 @@
 Each `Cmd<Name>(stdin, stdout, *args)` is one command. It writes its output to
 `stdout`, reads `stdin` (the rest of the connection), and reports failure by
 raising an exception whose text is the 2013 error; the server turns it into
-`Error: <text>`. These methods are a mixin of `Runtime`, so `self` is the
-runtime with its graph, tags, network and containers.
+`Error: <text>`. These methods are a mixin of `Runtime` (2013: a `Server`
+holding the runtime), so `self` is the runtime, with its graph, tags,
+network and containers (runtime.py).
+
+Runs in: the daemon's event loop; blocking work goes to worker threads.
 
 Changed since 2013: see each command's docstring; the list is in
 docs/then-and-now.md.

@@ -1,36 +1,25 @@
-"""A container: its JSON record, its process and its streams. container.go and state.go of 2013.
+"""A container: its JSON record, its state, its start and stop, its streams.
+container.go and state.go of 2013.
 
-Start, in one line each (spec 5.5): take a shim (shim.py) from the shim
-server, mount the layered root, allocate an IP and ports, write config.lxc;
-save the record, then send the shim its job, the command it runs
+Start (spec 5.5): take a shim from the fork server (shim_client.py), mount
+the layered root, allocate an IP and ports, write config.lxc, save the record
+as running, then send the shim its job, which runs
 
-    lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD...
+    lxc-start -F ... -- <sysinit> -g GW [-u USER] [-w DIR] -- CMD...
 
-with the container's stdout and stderr on its pipes.
+Runs in: the daemon's event loop; the blocking part of a start (launch) and
+of the release after a run (finish) in a worker thread.
 
-Changed since 2013, and why:
-- a shim per container (shim.py; containerd-shim and conmon since 2015) holds
-  the container's pipes, or its pty with -t, and appends the output to
-  `<ID>-stdout.log` / `<ID>-stderr.log`; `attach` follows those files, and
-  sends input through the shim's socket `shim.sock`. The daemon holds no fd of
-  the container, so a container outlives a daemon that is stopped or killed,
-  its later output still reaches `logs`, and the next daemon can attach to it;
-- the shim writes the container's exit status to `exit-code` (sysinit, the
-  container's PID 1, reports it through `init-status`, which the shim reads,
-  since `lxc-start -F` always exits 0: lxc.execute_command), so the status
-  of a container that ended while the daemon was down is still known after
-  a restart (2013 showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
-- the shim starts lxc-start only after the daemon has saved the container
-  as running (it waits for its job on a socket): a daemon killed in between
-  leaves no container running behind a record that says it is not; shims
-  are forked by a server started once (Shims), so a start does not wait
-  for a Python to load;
-- `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
-  Docker did, instead of 2013's three, so interactive shells behave; it is
-  the container's /dev/console, and starts 24x80 (the protocol has no way to
-  send a size);
-- per-container lock and a race-free wait (2013 could double-start, and lose
-  the wake-up of `wait`, spec 10.2); a failed start releases what it took.
+Changed since 2013:
+- a shim per container (shim.py, the role of containerd-shim) holds its pipes
+  or pty and writes the logs and the exit status, so a container outlives a
+  stopped or killed daemon and the next daemon attaches to it again;
+- the record says running before anything runs: a daemon killed in between
+  leaves nothing running behind a record that says it is not;
+- `-t` is one pseudo-terminal for stdin, stdout and stderr (2013 had three),
+  starting at 24x80: the protocol cannot send a size;
+- a per-container lock and a wait that cannot miss its wake-up (2013 could
+  double-start, spec 10.2); a failed start gives back what it took.
 """
 from __future__ import annotations
 

@@ -5,30 +5,17 @@ files in which deletions are `.wh.<name>` files (the AUFS convention, kept on
 disk and in tarballs). Images are created in `graph/:tmp:/<ID>` and renamed
 into place, so a half-written image is never visible (spec 6.3).
 
+Runs in: the daemon, in worker threads (import, commit, pull, mount) and on
+its event loop (lookups).
+
 Changed since 2013:
-- whatever a crash left in `:tmp:` is removed at start-up, and `:tmp:` is
-  not in the ID index (2013 listed it as an image ID); a leftover that cannot
-  be removed, and an image whose JSON cannot be read, are set aside in
-  `ROOT/quarantine/` with a log line, so the daemon starts with the rest;
-- rmi (`unpublish`) refuses an image that another image is built on; the
-  command also refuses one a container uses (2013 checked nothing, spec 6.6);
-- the union mount is overlayfs, not AUFS (gone from kernels). overlayfs
-  does not understand `.wh.` files, so a layer that has any also gets an
-  `overlay/` twin when it is registered: a hard-link copy of the layer (no
-  data is copied) in which `.wh.<name>` became a 0/0 character device and
-  `.wh..wh..opq` became the `trusted.overlay.opaque` attribute of its
-  directory, and AUFS's own `.wh..wh.*` metadata is left out. Mounts stack
-  the twin; the layer itself stays as it was imported, for diff, push and
-  history. Built inside the staging directory (both trees walked by
-  directory fd, so at any depth), the twin is published with the image by
-  the same rename. 2013's mount-time "whiteout replay" (spec 5.3 step 6),
-  a workaround for AUFS, is not needed: deletions in every layer take
-  effect, not only the top one's;
-- mount(2) is called directly, not the `mount` program (2 ms less for
-  every container start); an image with more layers than fit in the one
-  page of mount options gets them through short symlinks (`0`, `1`, ...) in
-  a scratch directory, so it can have as many layers as overlayfs stacks
-  (500).
+- what a crash left in `:tmp:` is removed at start-up, and an image that
+  cannot be read is set aside in `ROOT/quarantine/`;
+- rmi (`unpublish`) refuses an image another image is built on (spec 6.6);
+- the union mount is overlayfs (AUFS is gone from kernels); a layer with
+  whiteouts gets an overlay twin (build_overlay_view);
+- mount(2) is called directly, and an image may have as many layers as
+  overlayfs stacks (500), through short symlinks when the options are long.
 """
 from __future__ import annotations
 
@@ -215,7 +202,18 @@ def has_whiteouts(layer: str) -> bool:
 
 
 def build_overlay_view(layer: str, twin: str) -> None:
-    """The hard-link twin of a layer that has whiteouts (see the module docstring)."""
+    """The hard-link twin of a layer that has whiteouts, which overlayfs mounts instead.
+
+    overlayfs does not understand `.wh.` files. The twin is a hard-link copy of
+    the layer (no data is copied) in which `.wh.<name>` became a 0/0 character
+    device and `.wh..wh..opq` the `trusted.overlay.opaque` attribute of its
+    directory; AUFS's own `.wh..wh.*` metadata is left out. The layer itself
+    stays as it was imported, for diff, push and history. Built in the staging
+    directory (both trees walked by fd, so at any depth), the twin is published
+    with the image by the same rename. 2013's mount-time "whiteout replay"
+    (spec 5.3 step 6), an AUFS workaround, is not needed: deletions in every
+    layer take effect, not only the top one's.
+    """
     if not has_whiteouts(layer):
         return
     os.mkdir(twin, 0o700)

@@ -1,38 +1,24 @@
 """The LXC configuration and command line of a container: lxc_template.go of 2013 (spec 5.4, 5.5).
 
+Runs in: the daemon, in the worker thread of a start (check_memory_limit: on
+the event loop, at create).
+
 Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
-- LXC 5 key names (`lxc.uts.name`, `lxc.net.0.*`, `lxc.rootfs.path`, ...);
-  the legacy 2013 keys are fatal errors in LXC 5;
-- `lxc-start -F` with docker0's own `sysinit.py` as PID 1 (2013: lxc-start
-  with /sbin/init; until issue 12: lxc-execute, whose init kept every
-  capability). `lxc-start -F` always exits 0, so sysinit writes the program's
-  status to `init-status`, and the container's shim reads it;
-- isolation (isolation_lines(), docs/then-and-now.md): Docker's default
-  capabilities (`lxc.cap.keep`, plus net_admin and sys_admin that sysinit
-  drops before the program runs), the seccomp policy `seccomp.policy`,
-  `proc:mixed sys:ro` with modern Docker's masks, a pids limit, LXC's AppArmor
-  profile where the kernel has AppArmor, a per-container resolv.conf copy;
-  no_new_privs is not set (setuid programs keep working, as in Docker);
-- sysinit runs on the host's Python, which is
-  bind-mounted read-only under `/dev/.docker0` (LXC's private /dev tmpfs, so
-  nothing appears in the container's rw layer) and unmounted before the program runs;
-  it runs from its compiled .pyc where that is current (sysinit_file()), so no
-  start pays for compiling it;
-- the environment is set with `lxc.environment` lines, since LXC 5 gives the
-  init an empty environment;
-- memory limits use cgroup v1 or v2 keys, whichever the host has, and the
-  swap line is only written where the kernel has swap accounting (2013's
-  start failed there); on a cgroup v2 layout without a memory controller
-  (a v1 hierarchy holds it) `-m` is refused, not silently dropped, and the
-  pids limit is left out with a log line (LXC would refuse to start). LXC
-  itself enables v2 controllers down to the container (cgroup.subtree_control),
-  and applies the device policy as a BPF program there;
-- `lxc.autodev = 1`: LXC fills /dev, so images need no device nodes; as in
-  modern Docker, /dev/shm is a 64 MB tmpfs (Python's multiprocessing needs it),
-  and with -t the container's pty is its /dev/console (LXC mounts a devpts
-  of the container's own at /dev/pts);
-- the broadcast address is written with the IP address: LXC 5.0.2 computes
-  0.0.0.255 when it is missing.
+- LXC 5 key names (`lxc.uts.name`, `lxc.net.0.*`, ...): the 2013 keys are
+  fatal errors in LXC 5;
+- `lxc-start -F` runs docker0's own sysinit.py as PID 1, from the host's
+  Python bind-mounted under /dev/.docker0; it always exits 0, so sysinit
+  writes the program's status to `init-status` for the shim;
+- isolation as modern Docker's (isolation_lines(), docs/then-and-now.md):
+  its default capabilities, a seccomp policy, masked /proc paths, a pids
+  limit, AppArmor where the kernel has it, a per-container resolv.conf;
+- memory limits in cgroup v1 or v2 keys, whichever the host has; swap only
+  where the kernel accounts it (2013's start failed there), and `-m` is
+  refused at create where no cgroup could apply it;
+- sysinit runs from its compiled .pyc where that is current (sysinit_file());
+- LXC fills /dev (`lxc.autodev`), /dev/shm is 64 MB, and with -t the
+  container's pty is its /dev/console;
+- the broadcast address is written out: LXC 5.0.2 computes 0.0.0.255 without it.
 """
 from __future__ import annotations
 

@@ -1,48 +1,28 @@
 """Pull, push and login against a registry: registry.go of 2013 (spec 9).
 
-2013 spoke the index API v1 of the Docker index, which no longer exists. This
-module speaks what every registry speaks today, the distribution v2 / OCI API
-(DESIGN.md difference 6), and keeps the 2013 commands, output lines and
-`.dockercfg` file. Changed since 2013, and why:
+2013 spoke the index API v1, which no longer exists. This module speaks the
+distribution v2 / OCI API that every registry speaks today (DESIGN.md
+difference 6), and keeps 2013's commands, output lines and `.dockercfg`.
 
-- names: `pull busybox` means Docker Hub's `library/busybox`; a first name
-  part with a `.` or `:` or `localhost` names a registry
-  (`localhost:5000/team/app:v1`). A registry on loopback is spoken to over
-  plain HTTP, any other over HTTPS, as Docker does;
-- `pull NAME` pulls the tag `latest` (or `NAME:TAG`), not every tag of the
-  repository as 2013 did: a v2 repository may hold hundreds of tags;
-- an image is a chain of layers. Each layer becomes one image whose ID is the
-  layer's chain ID (sha256 over the parent's ID and the layer's uncompressed
-  digest, as Docker computes it), so a layer already here is never
-  downloaded again, whatever image it came with. On top of the chain sits one
-  image with an empty layer whose ID is the digest of the image config: it
-  holds the config's Entrypoint, Cmd, Env, User and WorkingDir in
-  `container_config` (2013 had no Entrypoint or WorkingDir), which `run`
-  applies as Docker does today (container.apply_image_config), and push
-  writes back into the OCI image config;
-- every blob is checked against its digest (and each layer against its
-  uncompressed digest) before anything is registered; all of an image's
-  missing layers are downloaded and checked first, then registered, and the
-  tag is set last, so a failed or interrupted pull leaves no partial image;
-- `push NAME[:TAG]` uploads each layer as a gzip tarball (the stored `.wh.`
-  whiteouts are also the OCI convention), skips blobs the registry already
-  has (saying `Image <id> already pushed, skipping`, as Docker did later in
-  2013), then uploads an OCI image config and manifest. Empty layers, such
-  as a pulled image's config image, are left out. Docker Hub keeps the 2013
-  rules (login first; no "root" repositories); other registries take any
-  name, and anonymous pushes if they allow them;
-- `login [SERVER]` checks the credentials against SERVER's `/v2/` endpoint
-  (there is no account registration any more, so never `Account Created`);
-- authentication answers the registry's `WWW-Authenticate` challenge: HTTP
-  Basic with the stored credentials, or a bearer token fetched from the
-  challenge's realm (anonymously when there are no credentials). 2013 sent
-  Basic auth, even empty, on every request;
-- every registry operation runs on the bounded CLIENT_PACED threads, and every
-  HTTP exchange has a timeout, so a slow or silent registry
-  never holds up other connections to the daemon.
+Runs in: the daemon, on the CLIENT_PACED threads (utils.py): every HTTP
+exchange has a timeout, so a silent registry holds up nothing else.
 
-Not supported: Docker schema 1 manifests, zstd layers, cross-repository
-blob mounts, pulling by digest (`name@sha256:...`).
+Changed since 2013:
+- names: `busybox` is Docker Hub's `library/busybox`; a first part with `.`,
+  `:` or `localhost` names a registry; loopback is plain HTTP, others HTTPS;
+- `pull NAME` pulls one tag (`latest` by default), not every tag;
+- each layer becomes one image whose ID is its chain ID, so a layer already
+  here is never downloaded again; an image on top holds the image config's
+  Entrypoint, Cmd, Env, User and WorkingDir (container.apply_image_config);
+- every blob is checked against its digest before anything is registered,
+  and the tag is set last: a failed pull leaves no partial image;
+- `push` uploads gzip layers, skips blobs the registry has, then an OCI
+  config and manifest; Docker Hub keeps 2013's rules, other registries take any name;
+- `login` checks the credentials against `/v2/`; auth answers the
+  registry's challenge (Basic, or a bearer token).
+
+Not supported: schema 1 manifests, zstd layers, cross-repository blob
+mounts, pulling by digest.
 """
 from __future__ import annotations
 

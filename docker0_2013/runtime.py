@@ -4,23 +4,19 @@
 the network manager, the registry credentials and the containers. The
 `Cmd*` methods that the server calls live in `commands.py` (a mixin).
 
+Runs in: the daemon; restore() before the event loop starts, the rest on the
+loop and in worker threads (create, commit, import).
+
 Changed since 2013 (spec 4.2, DESIGN.md):
-- the root is chosen with `-g` (default `/var/lib/docker`), and a root that
-  holds a modern Docker engine's data is refused rather than mixed with ours;
-- the bridge is chosen with `-b` (default `lxcbr0`);
-- a malformed `.dockercfg` is ignored with a log line, not fatal;
-- a container directory is created and removed under a `:`-prefixed name and
-  renamed, so a daemon killed midway leaves no record-less or half-deleted
-  container; start-up removes such leftovers;
-- start-up checks the host (cgroup hierarchies, overlayfs, the bridge) and
-  fails with one message naming what is missing; 2013 started anyway and
-  every `run` then failed with LXC's `Failed to setup cgroup limits`;
-- `import URL` has connect and read timeouts (URL_TIMEOUT): a server that
-  accepts and never answers does not hold a thread forever;
-- start-up never fails on what a previous run left: a container record or
-  a `repositories` file that cannot be read, and a leftover that cannot be
-  removed (immutable, a bind mount below it), is logged and moved to
-  `ROOT/quarantine/`.
+- `-g ROOT` and `-b BRIDGE`; a root that holds a modern Docker engine's data is refused;
+- start-up checks the host (cgroups, overlayfs, the bridge) and names what
+  is missing; 2013 started anyway and every `run` failed;
+- a container directory is created and removed under a `:` name and renamed,
+  so a crash leaves no half-made or half-deleted container;
+- what start-up cannot read or remove goes to `ROOT/quarantine/`, with a
+  log line, instead of stopping the daemon;
+- containers that outlived the last daemon are adopted again (reconnect);
+- `import URL` has a connect and read timeout (URL_TIMEOUT).
 """
 from __future__ import annotations
 

@@ -88,7 +88,8 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def leave(code: int) -> None:
-    """Exit with `code`, and tell lxc.py's wrapper through the status file."""
+    """Exit with `code`, and write it to the status file too (the shim reads it as
+    `init-status`: lxc-start -F itself always exits 0)."""
     if status_fd is not None and not child_of_init:
         posix.write(status_fd, b"%d\n" % code)
     posix._exit(code)

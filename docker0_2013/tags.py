@@ -3,14 +3,15 @@
 It maps repository -> tag -> full image ID and resolves the names users type
 (`base`, `base:latest`, an ID prefix) to images.
 
+Runs in: the daemon, on its event loop and in worker threads (import, pull):
+hence its lock.
+
 Changed since 2013:
 - the file is written atomically (2013 truncated it first, spec 10.2);
-- a repository name may start with a registry `host:port/` (`localhost:5000/app`),
-  so `repo:tag` is split at the last `:` that is not followed by a `/`;
-  2013 split at the first `:` and refused any `:` in a repository name;
+- a repository name may start with a registry `host:port/`, so `repo:tag`
+  is split at the last `:` not followed by a `/`;
 - reloading replaces the map instead of merging into it;
-- `rmi` removes the tags of the image it deletes (2013 left them dangling);
-- lookups take the same lock as changes: imports tag from worker threads.
+- `rmi` removes the tags of the image it deletes (2013 left them dangling).
 """
 from __future__ import annotations
 

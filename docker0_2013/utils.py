@@ -1,22 +1,23 @@
 """Small helpers shared by every layer: docker/utils.go of 2013.
 
-2013's utils.go held HumanDuration, the TruncIndex, the write broadcaster,
-the buffered pipe reader and the progress reader. They are here under the
-same names, plus three things Go gave Docker for free and Python does not:
-Go's time format, Go's JSON escaping and text/tabwriter (spec appendices B-D).
+2013's utils.go held HumanDuration, the TruncIndex and the progress reader;
+they are here under the same names. Its write broadcaster and buffered pipe
+reader are gone: the shim (shim.py) writes the logs that attached clients follow.
+Added: what Go gave Docker for free and Python does not (Go's time format,
+JSON escaping and text/tabwriter, spec appendices B-D).
 
-Changed since 2013: files are written atomically (temp file, fsync, rename),
-because the 2013 truncate-then-write could lose the tag store (spec 10.2);
-TruncIndex is a sorted list searched with bisect instead of one long string.
-Goroutines were cheap and Python threads are not, so blocking work that a
-client paces (its stdin, its reading of our output, a remote server) runs on
-a bounded pool of its own, CLIENT_PACED, and never fills asyncio's default
-executor, which the quick commands and `run`'s set-up use.
-Go's os.RemoveAll and filepath.Walk became `walk_tree`, `remove_tree` and
-`Mirror`: they go through directories by file descriptor, one level at a
-time, so a container's 10,000-level `mkdir a; cd a` tree (paths far longer
-than PATH_MAX) is committed, exported and removed like any other, and
-`set_aside` moves what start-up cannot read or remove into a quarantine.
+Runs in: the daemon, on its event loop and in worker threads.
+
+Changed since 2013:
+- files are written atomically (temp file, fsync, rename): 2013's
+  truncate-then-write could lose the tag store (spec 10.2);
+- TruncIndex is a sorted list searched with bisect, not one long string;
+- work a peer paces (a client uploading an import or reading an export, a
+  registry) runs on a bounded pool of its own, CLIENT_PACED, and never fills
+  asyncio's default executor, which the quick commands use;
+- trees are walked by directory fd (walk_tree, remove_tree, Mirror), so a
+  tree deeper than PATH_MAX is committed, exported and removed like any other;
+- what start-up cannot read or remove is moved to a quarantine (set_aside).
 """
 from __future__ import annotations
 
