@@ -5,8 +5,9 @@ Runs in: the daemon, in the worker thread of a start (Container.launch) and on
 its event loop (sending the job, connecting to a shim's socket).
 
 A start takes a shim from the fork server (ShimForkServer.take), fills in its
-ShimJob, and sends it once the container is saved as running. shim.py must
-stay a C-modules-only file, so this half lives apart from it.
+ShimJob, and sends it once the container is saved as running. shim.py is a
+program of its own, run by path with nothing of the package on its sys.path,
+so this half lives apart from it.
 """
 from __future__ import annotations
 
