@@ -12,8 +12,7 @@ Changed since 2013:
   runs it, it forks PROGRAM, forwards the signals `stop` sends (SIGTERM,
   SIGINT, SIGHUP, ...) to it, reaps every orphan, and exits with PROGRAM's
   status (written to /dev/.docker0/status too, since lxc-start reports none).
-  2013 exec'd the program as PID 1; LXC 5's lxc-execute put its own init there,
-  with every capability;
+  2013 exec'd the program as PID 1;
 - capabilities: LXC leaves it Docker's default set plus net_admin (the route)
   and sys_admin (the unmount); it drops both from every set, empties the
   inheritable and ambient sets, and makes itself non-dumpable (no ptrace, no
