@@ -178,13 +178,17 @@ class Commands:
         """Spec 3.7, with the "heads" fixed: an untagged image shows unless it is a parent.
 
         2013 listed in Go map order; here repositories and tags are sorted and
-        untagged images come newest first.
+        untagged images come newest first. `-viz` is Docker 0.4's.
         """
         flags = subcmd("images", "[OPTIONS] [NAME]", "List images")
         flags.bool("a", "show all images")
         flags.bool("q", "only show numeric IDs")
+        flags.bool("viz", "output in graphviz format")
         names = parse(stdout, flags, args, accept=lambda n: n <= 1)
         if names is None:
+            return
+        if flags["viz"]:
+            stdout.write(await asyncio.to_thread(self.image_graph))
             return
         only = names[0] if names else ""
         tagged, untagged = await asyncio.to_thread(self.image_listing, flags["a"], only)
@@ -196,6 +200,26 @@ class Commands:
             parent = self.tags.image_name(image.parent) if image.parent else ""
             lines.append(f"{repository}\t{tag}\t{short_id(image.id)}\t{since(image.created)}\t{parent}")
         stdout.write(tabwrite(lines, 20))
+
+    def image_graph(self) -> str:
+        """Every image as Graphviz's dot language, as Docker 0.4 drew it: an edge from
+        each image's parent (from an invisible `base` for a root), and each tagged image
+        a box labelled with its ID and tags. `docker0 images -viz | dot -Tpng -o images.png`"""
+        lines = ["digraph docker {"]
+        for image in sorted(self.graph.all(), key=lambda i: (parse_time(i.created), i.id)):
+            if image.parent:
+                lines.append(f' "{short_id(image.parent)}" -> "{short_id(image.id)}"')
+            else:
+                lines.append(f' base -> "{short_id(image.id)}" [style=invis]')
+        names: dict[str, list[str]] = {}
+        for repository, tag, image in self.tags.tagged_images(""):
+            names.setdefault(short_id(image.id), []).append(dot_escape(f"{repository}:{tag}"))
+        for image_id, tags in sorted(names.items()):
+            label = "\\n".join([image_id, *tags])
+            lines.append(f' "{image_id}" [label="{label}",shape=box,fillcolor="paleturquoise",'
+                         f'style="filled,rounded"];')
+        lines += [" base [style=invisible]", "}"]
+        return "\n".join(lines) + "\n"
 
     def image_listing(self, everything: bool, only: str) -> tuple[list, list]:
         """(repo, tag, image) rows: the tagged ones, then `<none>` ones (not with a NAME)."""
@@ -588,3 +612,8 @@ async def read_input(stdin, stdout, echo: bool) -> str:
             if echo:
                 stdout.write(byte)
     return line.decode("utf-8", errors="replace")
+
+
+def dot_escape(text: str) -> str:
+    """Text inside a dot string: a tag may hold `"` or a backslash."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -233,6 +233,8 @@ SEE_IT = {
     "cat /var/lib/docker/graph/$(docker0 images -q | head -n 1)*/json": [r'"id":"[0-9a-f]{64}"'],
     "ip addr show lxcbr0": [r"inet 10\.0\.3\.1/24"],
     "iptables -t nat -S": [r"^-N DOCKER0$", r"-j DOCKER0$"],
+    "docker0 images -viz": [r"\Adigraph docker \{$", r'^ base -> "[0-9a-f]{12}" \[style=invis\]$',
+                            r'^ "[0-9a-f]{12}" \[label="[0-9a-f]{12}\\nbase:latest",shape=box,'],
     'printf \'["run","-d","-p","80","base","httpd","-f","-p","80"]\\n\' | nc -N 127.0.0.1 4242': [r"^[0-9a-f]{12}$"],
     "printf 'port 4f0c2b9e1a7d 80\\n' | nc -N 127.0.0.1 4242": [r"^49154$"],
     "printf 'frob\\n' | nc -N 127.0.0.1 4242": [r"^Error: No such command: frob$"],
