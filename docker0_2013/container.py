@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from . import lxc
 from .graph import is_mounted, mount_rootfs, unmount_rootfs
 from .processes import catches, container_init, kill_container, wait_for_pid
-from .shim_client import SHIM_SERVER, ShimJob, in_directory, read_exit_code
+from .shim_client import SHIM_SERVER, ShimJob, connect_shim, in_directory, read_exit_code
 from .utils import ZERO_TIME, atomic_write, json_compact, now_string, parse_time, short_id
 
 if TYPE_CHECKING:
@@ -315,27 +315,6 @@ class Container:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(config)
 
-    async def connect_shim(self, request: str) -> asyncio.StreamWriter:
-        """A connection to the shim that starts with `request` (shim.py)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            in_directory(self.root, "shim.sock", sock.connect)   # a listening socket: at once
-            _, writer = await asyncio.open_unix_connection(sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        writer.write(request.encode() + b"\n")
-        return writer
-
-    def shim_answers(self) -> bool:
-        """Does the shim of this running container still listen on its socket?"""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            try:
-                in_directory(self.root, "shim.sock", sock.connect)
-                return True
-            except OSError:
-                return False
-
     # -- Exit ---------------------------------------------------------------------------
 
     async def monitor(self, pid: int, pidfd: int | None = None) -> None:
@@ -508,7 +487,7 @@ class Container:
         if self.removed:
             return
         try:
-            shim = await self.connect_shim("stdin-once" if self.Config.StdinOnce else "stdin")
+            shim = await connect_shim(self.root, "stdin-once" if self.Config.StdinOnce else "stdin")
         except OSError:                      # the run has just ended
             return
         try:

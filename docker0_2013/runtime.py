@@ -34,7 +34,7 @@ from .commands import Commands
 from .container import Config, Container, NetworkSettings, State, config_record
 from .graph import Graph, Image, is_mounted, unmount_rootfs
 from .network import NetworkManager, bridge_network
-from .shim_client import process_alive
+from .shim_client import process_alive, shim_answers
 from .tags import TagStore
 from .utils import (ProgressReader, TruncIndex, generate_id, mountinfo, now_string, remove_or_set_aside,
                     remove_tree, set_aside)
@@ -166,7 +166,7 @@ class Runtime(Commands):
             if is_mounted(container.rootfs):
                 unmount_rootfs(container.rootfs)
             return
-        if process_alive(container.State.Pid, container.root) and container.shim_answers():
+        if process_alive(container.State.Pid, container.root) and shim_answers(container.root):
             ns = container.NetworkSettings
             container.iface = self.network.restore(ns.IpAddress, ns.PortMapping)
             self.still_running.append(container)

@@ -11,6 +11,7 @@ so this half lives apart from it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -117,6 +118,30 @@ def in_directory(directory: str, name: str, action) -> None:
         action(f"/proc/self/fd/{fd}/{name}")
     finally:
         os.close(fd)
+
+
+async def connect_shim(directory: str, request: str) -> asyncio.StreamWriter:
+    """A connection to the shim of the container in `directory` that starts with
+    `request` (shim.py: `stdin` or `stdin-once`)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        in_directory(directory, "shim.sock", sock.connect)   # a listening socket: at once
+        _, writer = await asyncio.open_unix_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    writer.write(request.encode() + b"\n")
+    return writer
+
+
+def shim_answers(directory: str) -> bool:
+    """Does the shim of the container in `directory` still listen on its socket?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            in_directory(directory, "shim.sock", sock.connect)
+            return True
+        except OSError:
+            return False
 
 
 def read_exit_code(path: str) -> int:
