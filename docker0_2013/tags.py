@@ -80,7 +80,8 @@ class TagStore:
         atomic_write(self.path, json_compact({"Repositories": ordered}), 0o600)
 
     def set(self, repo: str, tag: str, image_name: str, force: bool = True) -> None:
-        """Point repo:tag at an image. Like 2013, an existing tag is always moved."""
+        """Point repo:tag at an image. Like 2013, an existing tag is always moved:
+        `force` (tag -f) is kept for 2013's signature and changes nothing."""
         image = self.lookup_image(image_name)
         tag = tag or DEFAULT_TAG
         validate_repository_name(repo)
