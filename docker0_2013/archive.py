@@ -61,7 +61,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
-from .utils import DIR_FLAGS, at, remove_tree, walk_tree
+from .utils import DIR_FLAGS, fd_path, remove_tree, walk_tree
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -135,14 +135,23 @@ class RawSource(io.RawIOBase):
         return len(data)
 
 
+MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00", "zstd": b"\x28\xb5\x2f\xfd"}
+
+
+def compression(head: bytes) -> str:
+    """What a stream's first 6 bytes say it is compressed with (MAGIC), as bsdtar
+    recognised it; "" for none."""
+    return next((kind for kind, magic in MAGIC.items() if head.startswith(magic)), "")
+
+
 def decompressed(source: io.BufferedReader) -> BinaryIO:
-    """gzip, bzip2 and xz are recognised by their magic bytes, as bsdtar did."""
-    magic = source.peek(6)[:6]
-    if magic.startswith(b"\x1f\x8b"):
+    """The tar stream inside gzip, bzip2 or xz (zstd is not read)."""
+    kind = compression(source.peek(6)[:6])
+    if kind == "gzip":
         return gzip.GzipFile(fileobj=source, mode="rb")
-    if magic.startswith(b"BZh"):
+    if kind == "bzip2":
         return bz2.BZ2File(source)
-    if magic.startswith(b"\xfd7zXZ\x00"):
+    if kind == "xz":
         return lzma.LZMAFile(source)
     return source
 
@@ -474,7 +483,7 @@ class Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if entry.type == DIRECTORY:
                 return False
-            remove_tree(at(parent_fd, name))
+            remove_tree(fd_path(parent_fd, name))
             self.directories = {k: v for k, v in self.directories.items() if k[:len(parts)] != tuple(parts)}
         else:
             os.unlink(name, dir_fd=parent_fd)
@@ -592,7 +601,7 @@ def tar_layer(directory: str, out: BinaryIO) -> None:
                 add_marker(archive, f"{name[:-len(parts[-1])]}{WHITEOUT}{parts[-1]}", st)
                 continue
             add_entry(archive, fd, parts[-1], name, st, seen)
-            if stat.S_ISDIR(st.st_mode) and is_opaque(at(fd, parts[-1])):
+            if stat.S_ISDIR(st.st_mode) and is_opaque(fd_path(fd, parts[-1])):
                 add_marker(archive, f"{name}/{OPAQUE}", st)
 
 
@@ -631,7 +640,7 @@ def add_entry(archive: tarfile.TarFile, fd: int | None, file: str, name: str, st
         info.type = tarfile.FIFOTYPE
     else:
         return                          # a socket: tar cannot hold it
-    path = at(fd, file)
+    path = fd_path(fd, file)
     for key in list_xattrs(path):
         if not key.startswith(OVERLAY_XATTRS):
             value = os.getxattr(path, key, follow_symlinks=False)

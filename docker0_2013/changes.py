@@ -2,29 +2,17 @@
 
 Walk the container's rw directory (an overlayfs upper dir) in lexical order,
 parents first, and report each entry as A (added), C (changed) or D
-(deleted) compared to the image's layers below it. The layers are read as
-stored, AUFS style: `.wh.<name>` hides a name of the layers below, and
-`.wh..wh..opq` hides everything below in its directory.
+(deleted) compared to the image's layers below it, read as stored: AUFS
+style, `.wh.<name>` hides a name below and `.wh..wh..opq` a whole directory.
 
 Changed since 2013:
-- a deletion in rw is an overlay whiteout (a 0/0 character device) instead
-  of an AUFS `.wh.` file, and its name is reported as it is: 2013 stripped
-  every leading `.`, `w` and `h` (`.wh.hosts` gave `D /etc/osts`, spec 10.4
-  item 7). A whiteout of a name the layers do not have is not reported;
-- a directory that was deleted and made again (overlay marks it opaque)
-  also reports the entries of the old one that are gone, as `D`, and
-  everything in it is compared with what the image had;
-- "is it in the image?" looks the path up through the layers the way the
-  mount shows them (whiteouts, opaque directories, and a file in an upper
-  layer that hides a directory of a lower one), without following symlinks:
-  2013 followed them, on the host;
-- an untouched directory (one overlay copied up because something inside
-  changed) is recognised by its mode, owner and modification time; 2013
-  also compared the size, which differs between file systems, and ignored
-  the owner;
-- no path is built: rw is walked by directory fd and each layer is followed
-  along with it (utils.walk_tree, Mirror), so a tree deeper than PATH_MAX
-  is diffed too (2013's filepath.Walk failed there).
+- a deletion is an overlay whiteout (a 0/0 character device), and its name is
+  reported as it is (2013 turned `.wh.hosts` into `D /etc/osts`, spec 10.4);
+- a directory deleted and made again (opaque) also reports what is gone from it;
+- "is it in the image?" is answered through the layers as the mount shows
+  them, without following symlinks (2013 followed them, on the host);
+- an untouched directory is recognised by mode, owner and mtime, not size;
+- rw is walked by directory fd, so a tree deeper than PATH_MAX is diffed too.
 """
 from __future__ import annotations
 
@@ -33,7 +21,7 @@ import stat
 
 from .archive import OPAQUE, WHITEOUT, is_opaque, is_whiteout
 from .graph import Graph
-from .utils import Mirror, at, walk_tree
+from .utils import Mirror, fd_path, walk_tree
 
 
 def changes(graph: Graph, image_id: str, rw: str) -> list[tuple[str, str]]:
@@ -46,7 +34,7 @@ def changes(graph: Graph, image_id: str, rw: str) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     top = list(range(len(layers)))
     for i in top:
-        if os.path.lexists(at(layers[i].fd, OPAQUE)):
+        if os.path.lexists(fd_path(layers[i].fd, OPAQUE)):
             top = top[:i + 1]
             break
     levels = [(top, False)]         # for each directory walked: the layers that show it, opaque?
@@ -72,10 +60,10 @@ def changes(graph: Graph, image_id: str, rw: str) -> list[tuple[str, str]]:
             if stat.S_ISDIR(st.st_mode):
                 for layer in layers:
                     layer.down(name)
-                opaque = opaque or is_opaque(at(fd, name))
+                opaque = opaque or is_opaque(fd_path(fd, name))
                 levels.append((inside, opaque))
                 if opaque:          # the names of the old directory are gone unless made again
-                    names = set(lower_names(layers, inside)) - set(os.listdir(at(fd, name)))
+                    names = set(lower_names(layers, inside)) - set(os.listdir(fd_path(fd, name)))
                     found.extend(("D", f"{path}/{n}") for n in names)
                     gone = gone or bool(names)
     finally:
@@ -92,7 +80,7 @@ def lookup(layers: list[Mirror], visible: list[int], name: str) -> tuple[os.stat
     found, inside = None, []
     for i in visible:
         fd = layers[i].fd
-        if os.path.lexists(at(fd, WHITEOUT + name)):
+        if os.path.lexists(fd_path(fd, WHITEOUT + name)):
             break                              # deleted in this layer
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -103,7 +91,7 @@ def lookup(layers: list[Mirror], visible: list[int], name: str) -> tuple[os.stat
         if not stat.S_ISDIR(st.st_mode):
             break                              # a file hides a directory below it
         inside.append(i)
-        if os.path.lexists(at(fd, f"{name}/{OPAQUE}")):
+        if os.path.lexists(fd_path(fd, f"{name}/{OPAQUE}")):
             break                              # this directory hides the layers below
     return found, inside
 

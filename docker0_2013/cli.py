@@ -1,30 +1,27 @@
-"""The `docker0` command and its three modes: docker/docker.go of 2013 (spec 1).
+"""The `docker0` command and its two modes: docker/docker.go of 2013 (spec 1).
 
-- run as `/sbin/init`: the in-container init (sysinit.py);
 - `docker0 -d`: the daemon, serving the rcli protocol on 127.0.0.1:4242;
 - anything else: the client, which sends its arguments to the daemon.
+(2013's binary had a third mode, the container's /sbin/init: that is sysinit.py.)
 
-Changed since 2013 (DESIGN.md): `-g ROOT`, `-b BRIDGE` and `-H HOST:PORT`;
-`-G GROUP`: only root and the group's members may use the daemon (server.py);
-`-p PIDFILE` (Docker 0.2's flag) and a clean stop on SIGTERM or SIGINT that
-removes the pid file and leaves running containers running (they are in
-their own sessions; the next daemon follows them again), so the daemon can
-be a service (contrib/docker0.service);
-an unreachable daemon is an error (exit 1) instead of the 2013 fallback that
-ran a whole runtime inside the client; the client no longer hangs after the
-reply when its stdin is a pipe that never closes.
+Runs in: the client, one process per command; with -d, the daemon.
 
-A Go binary starts in a millisecond, a Python program in several, and
-every `docker0` command pays that price where 2013 did not. So the client
-imports only C modules (`_socket`, `_thread`, `termios`; `signal` only for a
-terminal), the daemon's modules load only with `-d`, and the client leaves
-with os._exit once the reply is out: `docker0 version` takes about 8 ms from
-start to exit instead of 30 (bench/run_latency.py).
+Changed since 2013 (DESIGN.md):
+- `-g ROOT`, `-b BRIDGE`, `-H HOST:PORT`, and `-p PIDFILE` (Docker 0.2's);
+- `-G GROUP`: only root and the group's members may use the daemon (server.py);
+- SIGTERM or SIGINT stops the daemon cleanly, removes the pid file and
+  leaves containers running (the next daemon adopts them), so it can be a
+  service (contrib/docker0.service);
+- an unreachable daemon is an error (exit 1), not a runtime started inside the client;
+- the client no longer hangs after the reply when its stdin never closes.
+
+A Go binary starts in a millisecond, a Python program in several, and every
+command pays that where 2013 did not. So the daemon's modules load only with
+-d, and the client takes socket, threading and json as the C modules and few
+lines under them (8 ms less per command): the section "Start-up speed" at the bottom.
 """
 from __future__ import annotations
 
-import _socket      # not `socket`: its enums alone cost the client 5 ms at start-up
-import _thread      # not `threading`: 3 ms
 import os
 import stat         # already loaded by os
 import sys
@@ -81,25 +78,8 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def self_path() -> str:
-    """This program's absolute path, found the way a shell finds argv[0]."""
-    argv0 = sys.argv[0]
-    if "/" not in argv0:
-        import shutil
-        argv0 = shutil.which(argv0) or argv0
-    return os.path.abspath(argv0)
-
-
-def is_init() -> bool:
-    """Started as the container's /sbin/init (2013: SelfPath() == "/sbin/init")?"""
-    return os.path.basename(sys.argv[0]) == "init" and self_path() == "/sbin/init"
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if is_init():
-        from .sysinit import main as sysinit_main
-        sys.exit(sysinit_main(argv))
     flags = global_flags()
     try:
         args = flags.parse(argv)
@@ -193,37 +173,6 @@ def run_daemon(root: str, bridge: str, address: tuple[str, int], pidfile: str = 
 
 # -- Client ------------------------------------------------------------------------
 
-# JSON string escapes as Go's encoder wrote them (spec 2.1): control characters
-# as \u00XX except \n and \r, and <, > and & as \u003c, \u003e and \u0026.
-JSON_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(32), ord("<"), ord(">"), ord("&"))}
-JSON_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("\\"): "\\\\"})
-
-
-def request_line(args: list[str]) -> bytes:
-    """The request: the arguments as one JSON array of strings, then a newline.
-
-    Bytes that are not UTF-8 become U+FFFD, as Go's encoder made them.
-    """
-    words = ",".join(f'"{os.fsencode(arg).decode(errors="replace").translate(JSON_ESCAPES)}"'
-                     for arg in args)
-    return f"[{words}]\n".encode()
-
-
-def connect(host: str, port: int):
-    """socket.create_connection(), written out with the C module."""
-    error: OSError = OSError(f"no address for {host}")
-    # The host as bytes: a str would load the idna codec (4 ms).
-    for family, kind, proto, _, address in _socket.getaddrinfo(host.encode(), port, 0, _socket.SOCK_STREAM):
-        sock = _socket.socket(family, kind, proto)
-        try:
-            sock.connect(address)
-            return sock
-        except OSError as e:
-            sock.close()
-            error = e
-    raise error
-
-
 def make_raw(fd: int) -> list:
     """The 2013 client's partial raw mode: no echo or line editing, but ISIG and OPOST stay."""
     saved = termios.tcgetattr(fd)
@@ -269,28 +218,42 @@ def send_stdin(sock) -> None:
         else:
             while data := os.read(0, 1 << 16):
                 sock.sendall(data)
-        sock.shutdown(_socket.SHUT_WR)
+        sock.shutdown(socket.SHUT_WR)
     except OSError as e:
         if not isinstance(e, (BrokenPipeError, ConnectionResetError)):
             go_log(f"Couldn't send EOF: {e}")
 
 
 def run_client(address: tuple[str, int], args: list[str]) -> int:
-    host, port = address
-    for fd in (0, 1, 2):        # started with one closed? /dev/null, or the socket would take it
+    """Send the request, then our stdin to the daemon and its reply to our stdout."""
+    open_missing_std_fds()
+    try:
+        sock = connect(*address)
+        sock.sendall(request_line(args))
+    except OSError as e:
+        sys.stderr.write(f"Error: Can't connect to the docker0 daemon at {address[0]}:{address[1]} "
+                         f"({e.strerror or e}). Is 'docker0 -d' running on this host?\n")
+        return 1
+    saved = raw_terminal()
+    try:
+        start_thread(send_stdin, sock)
+        return copy_reply(sock)
+    finally:
+        if saved is not None:
+            restore_terminal(0, saved)
+
+
+def open_missing_std_fds() -> None:
+    """Started with fd 0, 1 or 2 closed: /dev/null there, or the socket would take it."""
+    for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)
-    try:
-        sock = connect(host, port)
-        sock.sendall(request_line(args))
-    except OSError as e:
-        sys.stderr.write(f"Error: Can't connect to the docker0 daemon at {host}:{port} ({e.strerror or e}). "
-                         f"Is 'docker0 -d' running on this host?\n")
-        return 1
-    saved = raw_terminal()
-    _thread.start_new_thread(send_stdin, (sock,))
+
+
+def copy_reply(sock) -> int:
+    """The daemon's answer to our stdout, until it closes the connection; the exit status."""
     try:
         while data := sock.recv(1 << 16):
             while data:
@@ -300,7 +263,49 @@ def run_client(address: tuple[str, int], args: list[str]) -> int:
     except OSError as e:
         go_log(str(e))
         return 1
-    finally:
-        if saved is not None:
-            restore_terminal(0, saved)
     return 0
+
+
+# -- Start-up speed ------------------------------------------------------------------
+# Every command pays for what the client imports: socket's Python layer (its
+# enums) costs 6 ms, threading's 3, json's 6. These are the C modules under
+# socket and threading, and the few lines of json the request needs.
+
+import _socket as socket  # noqa: E402
+import _thread  # noqa: E402
+
+
+def start_thread(function, *args) -> None:
+    """threading.Thread(target=function, args=args, daemon=True).start()"""
+    _thread.start_new_thread(function, args)
+
+
+# JSON string escapes as Go's encoder wrote them (spec 2.1): control characters
+# as \u00XX except \n and \r, and <, > and & as \u003c, \u003e and \u0026.
+JSON_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(32), ord("<"), ord(">"), ord("&"))}
+JSON_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("\\"): "\\\\"})
+
+
+def request_line(args: list[str]) -> bytes:
+    """The request: the arguments as one JSON array of strings, then a newline.
+
+    Bytes that are not UTF-8 become U+FFFD, as Go's encoder made them.
+    """
+    words = ",".join(f'"{os.fsencode(arg).decode(errors="replace").translate(JSON_ESCAPES)}"'
+                     for arg in args)
+    return f"[{words}]\n".encode()
+
+
+def connect(host: str, port: int):
+    """socket.create_connection(), written out with the C module."""
+    error: OSError = OSError(f"no address for {host}")
+    # The host as bytes: a str would load the idna codec (4 ms).
+    for family, kind, proto, _, address in socket.getaddrinfo(host.encode(), port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error

@@ -3,8 +3,11 @@
 Each `Cmd<Name>(stdin, stdout, *args)` is one command. It writes its output to
 `stdout`, reads `stdin` (the rest of the connection), and reports failure by
 raising an exception whose text is the 2013 error; the server turns it into
-`Error: <text>`. These methods are a mixin of `Runtime`, so `self` is the
-runtime with its graph, tags, network and containers.
+`Error: <text>`. These methods are a mixin of `Runtime` (2013: a `Server`
+holding the runtime), so `self` is the runtime, with its graph, tags,
+network and containers (runtime.py).
+
+Runs in: the daemon's event loop; blocking work goes to worker threads.
 
 Changed since 2013: see each command's docstring; the list is in
 docs/then-and-now.md.
@@ -16,13 +19,15 @@ import os
 import subprocess
 import time
 
-from . import VERSION, graph as layers, registry
+from . import VERSION, registry
 from .archive import tar_directory
 from .auth import AuthConfig, save_config
 from .changes import changes
 from .container import Config, apply_image_config
 from .flag import HELP_REQUESTED, FlagError, FlagSet
-from .utils import (client_paced, human_duration, json_pretty, parse_time, remove_or_set_aside, short_id,
+from .graph import is_mounted, mount_rootfs, unmount_rootfs
+from .tags import ImageNotFound
+from .utils import (NoSuchId, client_paced, human_duration, json_pretty, parse_time, remove_or_set_aside, short_id,
                     since, tabwrite)
 
 HELP = """Usage: docker COMMAND [arg...]
@@ -173,13 +178,17 @@ class Commands:
         """Spec 3.7, with the "heads" fixed: an untagged image shows unless it is a parent.
 
         2013 listed in Go map order; here repositories and tags are sorted and
-        untagged images come newest first.
+        untagged images come newest first. `-viz` is Docker 0.4's.
         """
         flags = subcmd("images", "[OPTIONS] [NAME]", "List images")
         flags.bool("a", "show all images")
         flags.bool("q", "only show numeric IDs")
+        flags.bool("viz", "output in graphviz format")
         names = parse(stdout, flags, args, accept=lambda n: n <= 1)
         if names is None:
+            return
+        if flags["viz"]:
+            stdout.write(await asyncio.to_thread(self.image_graph))
             return
         only = names[0] if names else ""
         tagged, untagged = await asyncio.to_thread(self.image_listing, flags["a"], only)
@@ -191,6 +200,26 @@ class Commands:
             parent = self.tags.image_name(image.parent) if image.parent else ""
             lines.append(f"{repository}\t{tag}\t{short_id(image.id)}\t{since(image.created)}\t{parent}")
         stdout.write(tabwrite(lines, 20))
+
+    def image_graph(self) -> str:
+        """Every image as Graphviz's dot language, as Docker 0.4 drew it: an edge from
+        each image's parent (from an invisible `base` for a root), and each tagged image
+        a box labelled with its ID and tags. `docker0 images -viz | dot -Tpng -o images.png`"""
+        lines = ["digraph docker {"]
+        for image in sorted(self.graph.all(), key=lambda i: (parse_time(i.created), i.id)):
+            if image.parent:
+                lines.append(f' "{short_id(image.parent)}" -> "{short_id(image.id)}"')
+            else:
+                lines.append(f' base -> "{short_id(image.id)}" [style=invis]')
+        names: dict[str, list[str]] = {}
+        for repository, tag, image in self.tags.tagged_images(""):
+            names.setdefault(short_id(image.id), []).append(dot_escape(f"{repository}:{tag}"))
+        for image_id, tags in sorted(names.items()):
+            label = "\\n".join([image_id, *tags])
+            lines.append(f' "{image_id}" [label="{label}",shape=box,fillcolor="paleturquoise",'
+                         f'style="filled,rounded"];')
+        lines += [" base [style=invisible]", "}"]
+        return "\n".join(lines) + "\n"
 
     def image_listing(self, everything: bool, only: str) -> tuple[list, list]:
         """(repo, tag, image) rows: the tagged ones, then `<none>` ones (not with a NAME)."""
@@ -243,7 +272,7 @@ class Commands:
             try:
                 image_id = self.tags.lookup_image(name).id
             except LookupError:
-                raise KeyError(f"No such id: {name}") from None
+                raise NoSuchId(f"No such id: {name}") from None
             users = [c for c in self.containers.values() if c.Image == image_id]
             if users:
                 raise RuntimeError(f"Unable to remove image {short_id(image_id)}: "
@@ -317,8 +346,8 @@ class Commands:
                 if not config.Entrypoint and not config.Cmd:
                     raise ValueError("Command not specified")
                 return self.create(config)
-            except LookupError as e:
-                if attempt == 2 or "does not exist" not in str(e) or not hasattr(self, "CmdPull"):
+            except ImageNotFound:
+                if attempt == 2:
                     raise
                 stdout.write(f"Image {config.Image} not found, trying to pull it from registry.\n")
                 await self.CmdPull(stdin, stdout, config.Image)
@@ -484,15 +513,15 @@ class Commands:
         async with container.lock:
             if container.removed:            # an rm that came first
                 raise LookupError(f"No such container: {names[0]}")
-            mounted_here = not layers.is_mounted(container.rootfs)
+            mounted_here = not is_mounted(container.rootfs)
             if mounted_here:
-                await asyncio.to_thread(layers.mount_rootfs, self.graph, container.Image, container.rw,
+                await asyncio.to_thread(mount_rootfs, self.graph, container.Image, container.rw,
                                         container.path("rw-work"), container.rootfs)
             try:
                 await client_paced(tar_directory, container.rootfs, stdout.blocking())
             finally:
                 if mounted_here:     # 2013 left it mounted (spec 10.4 item 27)
-                    await asyncio.to_thread(layers.unmount_rootfs, container.rootfs)
+                    await asyncio.to_thread(unmount_rootfs, container.rootfs)
 
 
     # -- Registry: pull, push, login (registry.py, auth.py) ---------------------------
@@ -501,7 +530,7 @@ class Commands:
         """Pull NAME[:TAG] from Docker Hub or `host[:port]/NAME` (registry.py, spec 3.16)."""
         name = one_name(stdout, "pull", "Pull an image or a repository from the registry", args)
         if name:
-            await registry.in_own_thread(registry.pull, self.graph, self.tags, self.auth,
+            await client_paced(registry.pull, self.graph, self.tags, self.auth,
                                          name, stdout.write_from_thread)
 
     async def CmdPush(self, stdin, stdout, *args: str) -> None:
@@ -517,7 +546,7 @@ class Commands:
             if "/" not in name:
                 raise ValueError('Impossible to push a "root" repository. Please rename your repository '
                                  f"in <user>/<repo> (ex: {self.auth.username}/{name})")
-        await registry.in_own_thread(registry.push, self.graph, self.tags, self.auth,
+        await client_paced(registry.push, self.graph, self.tags, self.auth,
                                      name, stdout.write_from_thread)
 
     async def CmdLogin(self, stdin, stdout, *args: str) -> None:
@@ -543,7 +572,7 @@ class Commands:
             email = await read_input(stdin, stdout, echo=True) or current.email
         record = AuthConfig(username, password, email)
         try:
-            status = await registry.in_own_thread(registry.check_login, server, record)
+            status = await client_paced(registry.check_login, server, record)
         except registry.RegistryError as e:
             stdout.write(f"Error: {e}\n")   # 2013 printed it and succeeded (spec 3.12)
             return
@@ -583,3 +612,8 @@ async def read_input(stdin, stdout, echo: bool) -> str:
             if echo:
                 stdout.write(byte)
     return line.decode("utf-8", errors="replace")
+
+
+def dot_escape(text: str) -> str:
+    """Text inside a dot string: a tag may hold `"` or a backslash."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')

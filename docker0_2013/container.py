@@ -1,54 +1,44 @@
-"""A container: its JSON record, its process and its streams. container.go and state.go of 2013.
+"""A container: its JSON record, its state, its start and stop, its streams.
+container.go and state.go of 2013.
 
-Start, in one line each (spec 5.5): take a shim (shim.py) from the shim
-server, mount the layered root, allocate an IP and ports, write config.lxc;
-save the record, then send the shim its job, the command it runs
+Start (spec 5.5): take a shim from the fork server (shim_client.py), mount
+the layered root, allocate an IP and ports, write config.lxc, save the record
+as running, then send the shim its job, which runs
 
-    lxc-start -F ... -- <sysinit> -g GW [-u USER] -- CMD...
+    lxc-start -F ... -- <sysinit> -g GW [-u USER] [-w DIR] -- CMD...
 
-with the container's stdout and stderr on its pipes.
+Runs in: the daemon's event loop; the blocking part of a start (launch) and
+of the release after a run (finish) in a worker thread.
 
-Changed since 2013, and why:
-- a shim per container (shim.py; containerd-shim and conmon since 2015) holds
-  the container's pipes, or its pty with -t, and appends the output to
-  `<ID>-stdout.log` / `<ID>-stderr.log`; `attach` follows those files, and
-  sends input through the shim's socket `shim.sock`. The daemon holds no fd of
-  the container, so a container outlives a daemon that is stopped or killed,
-  its later output still reaches `logs`, and the next daemon can attach to it;
-- the shim writes the container's exit status to `exit-code` (sysinit, the
-  container's PID 1, reports it through `init-status`, which the shim reads,
-  since `lxc-start -F` always exits 0: lxc.execute_command), so the status
-  of a container that ended while the daemon was down is still known after
-  a restart (2013 showed `Exit -127`, spec 4.6); `State.Pid` is the shim's PID;
-- the shim starts lxc-start only after the daemon has saved the container
-  as running (it waits for its job on a socket): a daemon killed in between
-  leaves no container running behind a record that says it is not; shims
-  are forked by a server started once (Shims), so a start does not wait
-  for a Python to load;
-- `-t` uses one pseudo-terminal for stdin, stdout and stderr, as every later
-  Docker did, instead of 2013's three, so interactive shells behave; it is
-  the container's /dev/console, and starts 24x80 (the protocol has no way to
-  send a size);
-- per-container lock and a race-free wait (2013 could double-start, and lose
-  the wake-up of `wait`, spec 10.2); a failed start releases what it took.
+Changed since 2013:
+- a shim per container (shim.py, the role of containerd-shim) holds its pipes
+  or pty and writes the logs and the exit status, so a container outlives a
+  stopped or killed daemon and the next daemon attaches to it again;
+- the record says running before anything runs: a daemon killed in between
+  leaves nothing running behind a record that says it is not;
+- `-t` is one pseudo-terminal for stdin, stdout and stderr (2013 had three),
+  starting at 24x80: the protocol cannot send a size;
+- a per-container lock and a wait that cannot miss its wake-up (2013 could
+  double-start, spec 10.2); a failed start gives back what it took.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import termios
-import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
-from . import graph as layers, lxc
-from .utils import ZERO_TIME, atomic_write, json_compact, now_string, short_id
+from . import lxc
+from .graph import is_mounted, mount_rootfs, unmount_rootfs
+from .processes import catches, container_init, kill_container, wait_for_pid
+from .shim_client import SHIM_SERVER, ShimJob, connect_shim, in_directory, read_exit_code
+from .utils import ZERO_TIME, atomic_write, json_compact, now_string, parse_time, short_id
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -56,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("docker0")
 STOP_TIMEOUT = 10.0
-SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
 TTY_SIZE = (24, 80)          # rows, columns: what a terminal without a client's size says
 
 
@@ -154,19 +143,51 @@ class Container:
         # Held by start, export, rm and the release after a run: never hold it
         # while waiting for the container to stop (the release needs it to finish).
         self.lock = asyncio.Lock()
-        self.stopped = asyncio.Event()       # set while not running
+        # 2013's State had one condition variable; these three events say what
+        # its waiters waited for, and change only in the set_* methods below.
         self.started = asyncio.Event()       # set while running
         self.exited = asyncio.Event()        # set from the run's end: its output is complete
+        self.stopped = asyncio.Event()       # set from the end of the release after it: `wait` returns
         if self.State.Running:
             self.started.set()
         else:
-            self.stopped.set()
             self.exited.set()
+            self.stopped.set()
+        self.created_at = parse_time(self.Created)   # for sorting `ps`
         self.iface: NetworkInterface | None = None
         self.console = ""                    # -t: the host's name of the pty the shim holds
-        self.killed = False
+        self.killed = False                  # by `kill`: the run's status is -1, as in 2013
         self.removed = False                 # rm has taken it: nothing may start or wait on it again
         self.monitor_task: asyncio.Task | None = None
+
+    # -- State: state.go's setRunning and setStopped ---------------------------------
+
+    def set_running(self, running: State) -> None:
+        self.State = running
+        self.killed = False
+        self.exited.clear()
+        self.stopped.clear()
+        self.started.set()
+
+    def set_stopped(self, ended: State) -> None:
+        """The run is over and its output complete: attached clients read to the end and go."""
+        self.State = ended
+        self.NetworkSettings = NetworkSettings()
+        self.started.clear()
+        self.exited.set()
+
+    def set_released(self) -> None:
+        """What the run held is given back and the record saved: `wait` returns."""
+        self.stopped.set()
+
+    def set_removed(self) -> None:
+        self.removed = True
+        self.started.set()                   # wakes attachers waiting for a run that will not come
+
+    def ended_state(self) -> State:
+        """How the last run ended: -1 if it was killed (2013), else what its shim recorded."""
+        exit_code = -1 if self.killed else read_exit_code(self.path("exit-code"))
+        return State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
 
     # -- The record ------------------------------------------------------------------
 
@@ -221,75 +242,33 @@ class Container:
                 raise LookupError(f"No such container: {self.short_id}")
             if self.State.Running:
                 raise RuntimeError(f"The container {self.Id} is already running.")
-            pidfd, job, running = await asyncio.to_thread(self.launch)
-            self.killed = False
-            self.State = running
-            self.stopped.clear()
-            self.exited.clear()
-            self.started.set()
-            self.monitor_task = asyncio.create_task(self.monitor(running.Pid, pidfd))
+            job, running = await asyncio.to_thread(self.launch)
+            self.set_running(running)
+            self.monitor_task = asyncio.create_task(self.monitor(job.pid, job.pidfd))
             job.send()                       # recorded as running: now the shim may start it
 
-    def launch(self) -> tuple[int, "ShimJob", State]:
-        """Take a shim, prepare, save the record as running: the shim's pidfd, its job.
+    def launch(self) -> tuple[ShimJob, State]:
+        """Take a shim, prepare, save the record as running; the shim's job, to send.
 
         Blocking work (a mount, fsyncs), so it runs in a worker thread: in one,
-        since every hop between threads adds to the start. If anything fails,
-        the shim is let go without starting anything.
+        since every hop between threads adds to the start. Each step that
+        takes something pushes its undo on `undo`; if a later step fails they
+        run in reverse, and the shim is let go without starting anything.
         """
-        pid, pidfd, job = self.take_shim()
-        try:
-            self.prepare()
-            running = State(Running=True, Pid=pid, ExitCode=0, StartedAt=now_string())
-            try:
-                init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path,
-                                        self.Args, self.Config.WorkingDir)
-                job.command = lxc.execute_command(self.Id, os.path.dirname(self.root),
-                                                  self.path("config.lxc"), init)
-                self.to_disk(running)
-            except BaseException:
-                self.release()
-                raise
-        except BaseException:
-            job.cancel()                     # the shim reads EOF and exits
-            os.close(pidfd)
-            raise
-        return pidfd, job, running
+        with contextlib.ExitStack() as undo:
+            job = self.take_shim(undo)
+            self.prepare(undo)
+            running = State(Running=True, Pid=job.pid, ExitCode=0, StartedAt=now_string())
+            init = lxc.init_command(self.NetworkSettings.Gateway, self.Config.User, self.Path,
+                                    self.Args, self.Config.WorkingDir)
+            job.command = lxc.execute_command(self.Id, os.path.dirname(self.root),
+                                              self.path("config.lxc"), init)
+            self.to_disk(running)
+            undo.pop_all()                   # saved as running: the run keeps all of it
+        return job, running
 
-    def prepare(self) -> None:
-        """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
-        if not layers.is_mounted(self.rootfs):
-            layers.mount_rootfs(self.graph, self.Image, self.rw, self.path("rw-work"), self.rootfs)
-        iface = None
-        try:
-            iface = self.network.allocate()
-            for spec in self.Config.PortSpecs or []:
-                iface.allocate_port(spec)
-            env = lxc.environment(self.Config.Env, self.Config.Tty)
-            lxc.copy_resolv_conf(self.root)
-            config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
-                                    bridge=self.network.bridge, iface=iface, env=env,
-                                    memory=self.Config.Memory, memory_swap=self.Config.MemorySwap,
-                                    console=self.console, resolv_conf=lxc.prepare_rootfs(self.rootfs))
-            # Written anew before every start and read by nothing after a crash: no fsync.
-            fd = os.open(self.path("config.lxc"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(config)
-        except BaseException:
-            if iface is not None:
-                iface.release()
-            layers.unmount_rootfs(self.rootfs)
-            raise
-        self.attach_network(iface)
-
-
-    def attach_network(self, iface: NetworkInterface) -> None:
-        self.iface = iface
-        self.NetworkSettings = NetworkSettings(iface.ip, iface.prefixlen, iface.gateway,
-                                               dict(iface.port_mapping) or None)
-
-    def take_shim(self) -> tuple[int, int, "ShimJob"]:
-        """A shim for this start (SHIMS: its PID and pidfd), and its job's fds: the socket it will
+    def take_shim(self, undo: contextlib.ExitStack) -> ShimJob:
+        """A shim for this start (SHIM_SERVER), and its job's fds: the socket it will
         listen on, bound here so that a client can connect as soon as the
         container runs, and with -t the pty, whose name goes into config.lxc."""
         for name in ("exit-code", "shim.sock"):
@@ -297,47 +276,44 @@ class Container:
                 os.unlink(self.path(name))
         for stream in ("stdout", "stderr"):     # there for attach and logs, whatever the shim does
             os.close(os.open(self.log_path(stream), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        pid, pidfd, channel = SHIMS.take()
-        job = ShimJob(channel, [self.root, "--status", lxc.STATUS_FILE])
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-                in_directory(self.root, "shim.sock", listener.bind)
-                listener.listen(64)
-                job.fds.append(listener.detach())
-            if self.Config.Tty:          # one pty: input, output and errors; 24x80
-                master, slave = os.openpty()
-                job.fds += [master, slave]
-                termios.tcsetwinsize(master, TTY_SIZE)
-                self.console = os.ttyname(slave)
-                job.fields.append("--tty")
-            if self.Config.OpenStdin:
-                job.fields.append("--stdin")
-        except BaseException:
-            job.cancel()
-            os.close(pidfd)
-            raise
-        return pid, pidfd, job
+        job = SHIM_SERVER.take([self.root, "--status", lxc.STATUS_FILE])
+        undo.callback(os.close, job.pidfd)
+        undo.callback(job.cancel)            # the shim reads EOF and exits
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            in_directory(self.root, "shim.sock", listener.bind)
+            listener.listen(64)
+            job.fds.append(listener.detach())
+        if self.Config.Tty:          # one pty: input, output and errors; 24x80
+            master, slave = os.openpty()
+            job.fds += [master, slave]
+            termios.tcsetwinsize(master, TTY_SIZE)
+            self.console = os.ttyname(slave)
+            job.fields.append("--tty")
+        if self.Config.OpenStdin:
+            job.fields.append("--stdin")
+        return job
 
-    async def connect_shim(self, request: str) -> asyncio.StreamWriter:
-        """A connection to the shim that starts with `request` (shim.py)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            in_directory(self.root, "shim.sock", sock.connect)   # a listening socket: at once
-            _, writer = await asyncio.open_unix_connection(sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        writer.write(request.encode() + b"\n")
-        return writer
-
-    def shim_answers(self) -> bool:
-        """Does the shim of this running container still listen on its socket?"""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            try:
-                in_directory(self.root, "shim.sock", sock.connect)
-                return True
-            except OSError:
-                return False
+    def prepare(self, undo: contextlib.ExitStack) -> None:
+        """Mount the root, allocate the network, write config.lxc (blocking; in a thread)."""
+        if not is_mounted(self.rootfs):
+            mount_rootfs(self.graph, self.Image, self.rw, self.path("rw-work"), self.rootfs)
+        undo.callback(self.unmount)
+        self.iface = iface = self.network.allocate()
+        undo.callback(self.release_network)
+        for spec in self.Config.PortSpecs or []:
+            iface.allocate_port(spec)
+        self.NetworkSettings = NetworkSettings(iface.ip, iface.prefixlen, iface.gateway,
+                                               dict(iface.port_mapping) or None)
+        env = lxc.environment(self.Config.Env, self.Config.Tty)
+        lxc.copy_resolv_conf(self.root)
+        config = lxc.lxc_config(hostname=self.Config.Hostname, rootfs=self.rootfs,
+                                bridge=self.network.bridge, iface=iface, env=env,
+                                memory=self.Config.Memory, memory_swap=self.Config.MemorySwap,
+                                console=self.console, resolv_conf=lxc.prepare_rootfs(self.rootfs))
+        # Written anew before every start and read by nothing after a crash: no fsync.
+        fd = os.open(self.path("config.lxc"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(config)
 
     # -- Exit ---------------------------------------------------------------------------
 
@@ -347,19 +323,16 @@ class Container:
         The shim ends after the container's output is in the logs.
         """
         await wait_for_pid(pid, pidfd)
-        exit_code = -1 if self.killed else read_exit_code(self.path("exit-code"))
-        ended = State(Running=False, Pid=0, ExitCode=exit_code, StartedAt=self.State.StartedAt)
+        ended = self.ended_state()
         async with self.lock:      # not under an export's feet, and before the next start or rm
             try:
                 await asyncio.to_thread(self.release_network)
             finally:
-                self.State = ended
-                self.started.clear()
-                self.exited.set()  # attached clients read the logs to their end and go (2013: close writers)
+                self.set_stopped(ended)          # 2013: close the attached clients' writers
             try:
                 await asyncio.to_thread(self.finish, ended)      # meanwhile they are answered
             finally:
-                self.stopped.set()
+                self.set_released()
 
     def finish(self, ended: State) -> None:
         """Unmount the root, then save the record as stopped (blocking; in a thread)."""
@@ -371,11 +344,6 @@ class Container:
             except OSError as e:                   # spec 5.8 step 9: logged, nothing more
                 log.info("%s: Failed to save the container: %s", self.Id, e)
 
-    def release(self) -> None:
-        """Give back the IP, ports and iptables rules, and unmount the root."""
-        self.release_network()
-        self.unmount()
-
     def release_network(self) -> None:
         """Give back the IP, the public ports and their iptables rules."""
         if self.iface is not None:
@@ -385,9 +353,9 @@ class Container:
 
     def unmount(self) -> None:
         """Unmount the root; a failure is logged (spec 5.8 step 6)."""
-        if layers.is_mounted(self.rootfs):
+        if is_mounted(self.rootfs):
             try:
-                layers.unmount_rootfs(self.rootfs)
+                unmount_rootfs(self.rootfs)
             except OSError as e:
                 log.info("%s: Failed to umount filesystem: %s", self.Id, e)
 
@@ -519,7 +487,7 @@ class Container:
         if self.removed:
             return
         try:
-            shim = await self.connect_shim("stdin-once" if self.Config.StdinOnce else "stdin")
+            shim = await connect_shim(self.root, "stdin-once" if self.Config.StdinOnce else "stdin")
         except OSError:                      # the run has just ended
             return
         try:
@@ -534,191 +502,3 @@ class Container:
             await self.exited.wait()
         else:
             raise ClosedPipe("io: read/write on closed pipe")
-
-
-# -- Shims ----------------------------------------------------------------------------------
-
-
-class ShimJob:
-    """What a shim is sent once its container is saved as running (shim.py: read_job):
-    fds, and NUL-separated fields, then EOF."""
-
-    def __init__(self, channel: socket.socket, fields: list[str]) -> None:
-        self.channel = channel               # the daemon's end of the shim's fd 0
-        self.fields = fields                 # DIR [--tty] [--stdin] --status FILE
-        self.fds: list[int] = []             # the listening socket [, the pty's master and slave]
-        self.command: list[str] = []
-
-    def send(self) -> None:
-        payload = b"\0".join(os.fsencode(field) for field in [*self.fields, "--", *self.command])
-        try:
-            sent = socket.send_fds(self.channel, [payload], self.fds)
-            self.channel.sendall(payload[sent:])
-        except OSError as e:                 # the shim has died: monitor() sees it end
-            log.info("Failed to start the shim: %s", e)
-        finally:
-            self.cancel()
-
-    def cancel(self) -> None:
-        """Close the daemon's ends: the shim reads EOF, and gets no job if none was sent."""
-        self.channel.close()
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
-
-
-class Shims:
-    """The shims' fork server (shim.py), started once: a start asks it for a
-    shim, which it forks at once, instead of waiting 9 ms for a Python to
-    load (bench/README.md). Started again if it has died."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.server: subprocess.Popen | None = None
-        self.control: socket.socket | None = None     # the server's fd 0
-
-    def take(self) -> tuple[int, int, socket.socket]:
-        """A new shim waiting for its job: its PID, a pidfd, and the daemon's end of its fd 0."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with self.lock:
-                if self.control is None:
-                    self.start_server()
-                try:
-                    socket.send_fds(self.control, [b"shim"], [theirs.fileno()])
-                except OSError:              # it has died: once more, with a new one
-                    self.start_server()
-                    socket.send_fds(self.control, [b"shim"], [theirs.fileno()])
-            theirs.close()
-            pid = int(read_line(ours))       # the shim's first word
-            return pid, os.pidfd_open(pid), ours
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-
-    def start_server(self) -> None:
-        if self.control is not None:
-            self.control.close()
-            self.server.wait()
-        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:                                 # a session of its own, as its shims; it ends with the daemon
-            self.server = subprocess.Popen([sys.executable, "-I", "-S", "-B", SHIM], stdin=theirs,
-                                           stdout=subprocess.DEVNULL, cwd="/", start_new_session=True,
-                                           env={"PATH": lxc.DEFAULT_PATH})
-        finally:
-            theirs.close()
-
-
-def read_line(sock: socket.socket, limit: int = 32) -> bytes:
-    line = b""
-    while not line.endswith(b"\n"):
-        if not (data := sock.recv(1)) or len(line) > limit:
-            raise OSError("the shim did not start")
-        line += data
-    return line
-
-
-SHIMS = Shims()
-
-
-# -- Process helpers ---------------------------------------------------------------------
-
-
-def in_directory(directory: str, name: str, action) -> None:
-    """`action(path)` for a socket path in `directory`, through /proc/self/fd: a unix
-    socket's path may have 107 bytes, and `ROOT/containers/<64-digit ID>/` is long."""
-    fd = os.open(directory, os.O_PATH | os.O_CLOEXEC)
-    try:
-        action(f"/proc/self/fd/{fd}/{name}")
-    finally:
-        os.close(fd)
-
-
-def kill_container(init: int) -> bool:
-    """SIGKILL the init and every process in the container's cgroup (lxc.kill_cgroup).
-
-    The init's death alone makes the kernel end its PID namespace; the cgroup
-    catches what that would miss (a process that joined the cgroup from
-    outside the namespace, or a kernel that is slow to reap a fork bomb).
-    """
-    cgroups = lxc.payload_cgroups(init)
-    try:
-        os.kill(init, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    lxc.kill_cgroup(cgroups)
-    return True
-
-
-def container_init(pid: int) -> int | None:
-    """The first process below `pid` (the shim) in another PID namespace than ours."""
-    try:
-        ours = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-    for _ in range(3):                   # shim -> lxc-start -> init
-        children = child_pids(pid)
-        if not children:
-            return None
-        pid = children[0]
-        try:
-            if os.stat(f"/proc/{pid}/ns/pid").st_ino != ours:
-                return pid
-        except OSError:
-            return None
-    return None
-
-
-def child_pids(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def catches(pid: int | None, sig: int) -> bool:
-    """Has process `pid` installed a handler for `sig` (SigCgt in /proc/PID/status)?"""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
-        return bool(int(caught, 16) & (1 << (sig - 1)))
-    except (OSError, StopIteration, TypeError):
-        return False
-
-
-def read_exit_code(path: str) -> int:
-    """The status the shim recorded; -127 if it never got to write one (spec 4.6)."""
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return -127
-
-
-def process_alive(pid: int, root: str) -> bool:
-    """Is `pid` still the shim of the container in `root` (and not a reused PID)?
-    A shim works in its container's directory."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            is_shim = SHIM.encode() in f.read()
-        return is_shim and os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(root)
-    except OSError:
-        return False
-
-
-async def wait_for_pid(pid: int, fd: int | None = None) -> None:
-    """Wait for any process to end, child or not, with a pidfd (its own, or `fd`)."""
-    try:
-        fd = os.pidfd_open(pid) if fd is None else fd
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    ended = asyncio.Event()
-    loop.add_reader(fd, ended.set)
-    try:
-        await ended.wait()
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)

@@ -5,30 +5,17 @@ files in which deletions are `.wh.<name>` files (the AUFS convention, kept on
 disk and in tarballs). Images are created in `graph/:tmp:/<ID>` and renamed
 into place, so a half-written image is never visible (spec 6.3).
 
+Runs in: the daemon, in worker threads (import, commit, pull, mount) and on
+its event loop (lookups).
+
 Changed since 2013:
-- whatever a crash left in `:tmp:` is removed at start-up, and `:tmp:` is
-  not in the ID index (2013 listed it as an image ID); a leftover that cannot
-  be removed, and an image whose JSON cannot be read, are set aside in
-  `ROOT/quarantine/` with a log line, so the daemon starts with the rest;
-- `delete` (rmi) refuses an image that another image is built on; the
-  command also refuses one a container uses (2013 checked nothing, spec 6.6);
-- the union mount is overlayfs, not AUFS (gone from kernels). overlayfs
-  does not understand `.wh.` files, so a layer that has any also gets an
-  `overlay/` twin when it is registered: a hard-link copy of the layer (no
-  data is copied) in which `.wh.<name>` became a 0/0 character device and
-  `.wh..wh..opq` became the `trusted.overlay.opaque` attribute of its
-  directory, and AUFS's own `.wh..wh.*` metadata is left out. Mounts stack
-  the twin; the layer itself stays as it was imported, for diff, push and
-  history. Built inside the staging directory (both trees walked by
-  directory fd, so at any depth), the twin is published with the image by
-  the same rename. 2013's mount-time "whiteout replay" (spec 5.3 step 6),
-  a workaround for AUFS, is not needed: deletions in every layer take
-  effect, not only the top one's;
-- mount(2) is called directly, not the `mount` program (2 ms less for
-  every container start); an image with more layers than fit in the one
-  page of mount options gets them through short symlinks (`0`, `1`, ...) in
-  a scratch directory, so it can have as many layers as overlayfs stacks
-  (500).
+- what a crash left in `:tmp:` is removed at start-up, and an image that
+  cannot be read is set aside in `ROOT/quarantine/`;
+- rmi (`unpublish`) refuses an image another image is built on (spec 6.6);
+- the union mount is overlayfs (AUFS is gone from kernels); a layer with
+  whiteouts gets an overlay twin (build_overlay_view);
+- mount(2) is called directly, and an image may have as many layers as
+  overlayfs stacks (500), through short symlinks when the options are long.
 """
 from __future__ import annotations
 
@@ -42,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from . import VERSION, archive
-from .utils import (Mirror, TruncIndex, at, atomic_write, generate_id, json_compact, now_string,
+from .utils import (Mirror, NoSuchId, TruncIndex, atomic_write, fd_path, generate_id, json_compact, now_string,
                     remove_or_set_aside, remove_tree, set_aside, walk_tree)
 
 TMP = ":tmp:"
@@ -120,12 +107,12 @@ class Graph:
         return os.path.isdir(self.image_path(image_id))
 
     def get(self, name: str) -> Image:
-        """Load an image by full ID or unique ID prefix; KeyError `No such id: <name>` otherwise."""
+        """Load an image by full ID or unique ID prefix; NoSuchId otherwise."""
         image_id = self.index.get(name)
         with open(os.path.join(self.image_path(image_id), "json"), "rb") as f:
             image = Image.from_dict(json.loads(f.read()))
         if image.id != image_id:
-            raise KeyError(f"Image stored at '{image_id}' has wrong id '{image.id}'")
+            raise NoSuchId(f"Image stored at '{image_id}' has wrong id '{image.id}'")
         return image
 
     def all(self) -> Iterator[Image]:
@@ -184,21 +171,11 @@ class Graph:
             try:
                 image = self.get(image.parent)
             except (KeyError, OSError, ValueError) as e:
-                raise LookupError(f"Error while getting parent image: {_msg(e)}") from None
+                raise LookupError(f"Error while getting parent image: {e}") from None
             yield image
 
     def children(self, image_id: str) -> list[Image]:
         return [image for image in self.all() if image.parent == image_id]
-
-    def delete(self, name: str) -> str:
-        """rmi: remove an image named by ID or unique ID prefix; return its ID.
-
-        An image other images are built on stays (2013 deleted it and left
-        them without a parent).
-        """
-        image_id, garbage = self.unpublish(name)
-        remove_or_set_aside(garbage, self.quarantine)
-        return image_id
 
     def unpublish(self, name: str) -> tuple[str, str]:
         """The quick half of delete: (ID, a `:tmp:` directory holding the image, to remove).
@@ -217,10 +194,6 @@ class Graph:
         return image_id, garbage
 
 
-def _msg(e: BaseException) -> str:
-    return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-
-
 # -- overlayfs (mount.go) ----------------------------------------------------------------
 
 
@@ -229,7 +202,18 @@ def has_whiteouts(layer: str) -> bool:
 
 
 def build_overlay_view(layer: str, twin: str) -> None:
-    """The hard-link twin of a layer that has whiteouts (see the module docstring)."""
+    """The hard-link twin of a layer that has whiteouts, which overlayfs mounts instead.
+
+    overlayfs does not understand `.wh.` files. The twin is a hard-link copy of
+    the layer (no data is copied) in which `.wh.<name>` became a 0/0 character
+    device and `.wh..wh..opq` the `trusted.overlay.opaque` attribute of its
+    directory; AUFS's own `.wh..wh.*` metadata is left out. The layer itself
+    stays as it was imported, for diff, push and history. Built in the staging
+    directory (both trees walked by fd, so at any depth), the twin is published
+    with the image by the same rename. 2013's mount-time "whiteout replay"
+    (spec 5.3 step 6), an AUFS workaround, is not needed: deletions in every
+    layer take effect, not only the top one's.
+    """
     if not has_whiteouts(layer):
         return
     os.mkdir(twin, 0o700)
@@ -247,7 +231,7 @@ def build_overlay_view(layer: str, twin: str) -> None:
                 making = here is not None and not name.startswith(WHITEOUT + WHITEOUT)
                 target.down(name, make=making)      # AUFS's own metadata stays out
                 if making:
-                    copy_attributes(st, at(fd, name), target.fd)
+                    copy_attributes(st, fd_path(fd, name), target.fd)
             elif here is None:
                 continue
             elif name == OPAQUE:
@@ -256,7 +240,7 @@ def build_overlay_view(layer: str, twin: str) -> None:
                 continue
             elif name.startswith(WHITEOUT):
                 hidden = name[len(WHITEOUT):]
-                if not os.path.lexists(at(fd, hidden)):    # the layer's own file wins over its whiteout
+                if not os.path.lexists(fd_path(fd, hidden)):    # the layer's own file wins over its whiteout
                     os.mknod(hidden, stat.S_IFCHR, 0, dir_fd=here)
             else:
                 os.link(name, name, src_dir_fd=fd, dst_dir_fd=here, follow_symlinks=False)

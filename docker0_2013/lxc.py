@@ -1,42 +1,26 @@
 """The LXC configuration and command line of a container: lxc_template.go of 2013 (spec 5.4, 5.5).
 
+Runs in: the daemon, in the worker thread of a start (check_memory_limit: on
+the event loop, at create).
+
 Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
-- LXC 5 key names (`lxc.uts.name`, `lxc.net.0.*`, `lxc.rootfs.path`, ...);
-  the legacy 2013 keys are fatal errors in LXC 5;
-- `lxc-start -F` with docker0's own `sysinit.py` as PID 1 (2013: lxc-start
-  with /sbin/init; until issue 12: lxc-execute, whose init kept every
-  capability). `lxc-start -F` always exits 0, so sysinit writes the program's
-  status to `init-status`, and the container's shim reads it;
-- isolation (isolation_lines(), docs/then-and-now.md): Docker's default
-  capabilities (`lxc.cap.keep`, plus net_admin and sys_admin that sysinit
-  drops before the program runs), the seccomp policy `seccomp.policy`,
-  `proc:mixed sys:ro` with modern Docker's masks, a pids limit, LXC's AppArmor
-  profile where the kernel has AppArmor, a per-container resolv.conf copy,
-  mounted where the image's /etc/resolv.conf leads inside its root
-  (prepare_rootfs: LXC's own `create=file` followed an image's links out of it);
-  no_new_privs is not set (setuid programs keep working, as in Docker);
-- ending a container: kill_cgroup() (cgroup.kill on cgroup2, the v1 freezer
-  then SIGKILL) needs nothing from the container's processes;
-- sysinit runs on the host's Python, which is
-  bind-mounted read-only under `/dev/.docker0` (LXC's private /dev tmpfs, so
-  nothing appears in the container's rw layer) and unmounted before the program runs;
-  it runs from its compiled .pyc where that is current (sysinit_file()), so no
-  start pays for compiling it;
-- the environment is set with `lxc.environment` lines, since LXC 5 gives the
-  init an empty environment;
-- memory limits use cgroup v1 or v2 keys, whichever the host has, and the
-  swap line is only written where the kernel has swap accounting (2013's
-  start failed there); on a cgroup v2 layout without a memory controller
-  (a v1 hierarchy holds it) `-m` is refused, not silently dropped, and the
-  pids limit is left out with a log line (LXC would refuse to start). LXC
-  itself enables v2 controllers down to the container (cgroup.subtree_control),
-  and applies the device policy as a BPF program there;
-- `lxc.autodev = 1`: LXC fills /dev, so images need no device nodes; as in
-  modern Docker, /dev/shm is a 64 MB tmpfs (Python's multiprocessing needs it),
-  and with -t the container's pty is its /dev/console (LXC mounts a devpts
-  of the container's own at /dev/pts);
-- the broadcast address is written with the IP address: LXC 5.0.2 computes
-  0.0.0.255 when it is missing.
+- LXC 5 key names (`lxc.uts.name`, `lxc.net.0.*`, ...): the 2013 keys are
+  fatal errors in LXC 5;
+- `lxc-start -F` runs docker0's own sysinit.py as PID 1, from the host's
+  Python bind-mounted under /dev/.docker0; it always exits 0, so sysinit
+  writes the program's status to `init-status` for the shim;
+- isolation as modern Docker's (isolation_lines(), docs/then-and-now.md):
+  its default capabilities, a seccomp policy, masked /proc paths, a pids
+  limit, AppArmor where the kernel has it, a per-container resolv.conf, mounted where the image's /etc/resolv.conf
+  leads inside its root (prepare_rootfs: LXC's `create=file` followed an
+  image's links out of it);
+- memory limits in cgroup v1 or v2 keys, whichever the host has; swap only
+  where the kernel accounts it (2013's start failed there), and `-m` is
+  refused at create where no cgroup could apply it;
+- sysinit runs from its compiled .pyc where that is current (sysinit_file());
+- LXC fills /dev (`lxc.autodev`), /dev/shm is 64 MB, and with -t the
+  container's pty is its /dev/console;
+- the broadcast address is written out: LXC 5.0.2 computes 0.0.0.255 without it.
 """
 from __future__ import annotations
 
@@ -45,10 +29,9 @@ import ipaddress
 import logging
 import os
 import py_compile
-import signal
+import shutil
 import stat
 import sys
-import time
 from typing import TYPE_CHECKING
 
 from .utils import create_in_root, resolve_in_root, short_id
@@ -172,22 +155,39 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
     cgroup = "lxc.cgroup2" if v2 else "lxc.cgroup"
     home = check_value("rootfs", os.path.dirname(rootfs))     # the container's directory
     lines = [
+        "# The container's hostname: its short ID, or -h",
         f"lxc.uts.name = {check_value('hostname', hostname)}",
+        "",
+        "# Network: a veth pair, one end on the bridge, the other eth0 inside, with its address",
         "lxc.net.0.type = veth",
         "lxc.net.0.flags = up",
         f"lxc.net.0.link = {bridge}",
         "lxc.net.0.name = eth0",
         "lxc.net.0.mtu = 1500",
         f"lxc.net.0.ipv4.address = {iface.ip}/{iface.prefixlen} {broadcast(iface.ip, iface.prefixlen)}",
+        "",
+        "# The root: the overlay mount of the image's layers under the container's rw layer",
         f"lxc.rootfs.path = {rootfs}",
+        "",
+        "# Terminals: ptys for the container's own use; LXC keeps no console of its own",
         "lxc.pty.max = 1024",
         "lxc.console.path = none",
         "lxc.tty.max = 1",
+        "",
+        "# /dev is filled by LXC; no implicit access to devices, then 2013's list: null, zero,",
+        "# tty, console, ptmx, tty0, tty1, random, urandom, every pts, tun; a cap on processes",
         "lxc.autodev = 1",
         f"{cgroup}.devices.deny = a",
         *(f"{cgroup}.devices.allow = {d}" for d in ALLOWED_DEVICES),
         *pids_limit_lines(cgroup, v2),
+        "",
+        "# Isolation as in modern Docker: the capabilities kept, seccomp, AppArmor where the",
+        "# kernel has it, /proc and /sys read-only, their sensitive files masked",
         *isolation_lines(),
+        "",
+        "# Mounts: /dev/shm; with -t the pty as /dev/console; the container's copy of resolv.conf;",
+        "# under /dev/.docker0, until sysinit unmounts them: the host's /usr (its Python), the",
+        "# docker0_2013 package, and the file sysinit writes the exit status to",
         f"lxc.mount.entry = tmpfs dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size={SHM_SIZE},create=dir 0 0",
         *([f"lxc.mount.entry = {check_value('console', console)} dev/console none bind,create=file 0 0"]
           if console else []),
@@ -196,6 +196,8 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
         f"lxc.mount.entry = /usr {INIT_DIR[1:]}/usr none bind,ro,nosuid,nodev,create=dir 0 0",
         f"lxc.mount.entry = {PACKAGE_DIR} {INIT_DIR[1:]}/docker0_2013 none bind,ro,nosuid,nodev,create=dir 0 0",
         f"lxc.mount.entry = {home}/{STATUS_FILE} {INIT_DIR[1:]}/status none bind,nosuid,nodev,noexec,create=file 0 0",
+        "",
+        "# The init's environment (LXC 5 starts it with an empty one)",
         *(f"lxc.environment = {check_value('environment variable', e)}" for e in env),
     ]
     if memory:
@@ -383,107 +385,10 @@ def compiled_from(source: str, compiled: str) -> bool:
 def execute_command(container_id: str, lxc_path: str, config_path: str, init: list[str]) -> list[str]:
     """`lxc-start -F` with sysinit as the container's PID 1. `lxc-start -F` itself
     always exits 0, so sysinit writes the status to STATUS_FILE (bind-mounted for
-    it), which the shim reads (shim.py: an empty file is 137, as for SIGKILL)."""
-    return ["lxc-start", "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
+    it), which the shim reads (shim.py: an empty file is 137, as for SIGKILL).
+    lxc-start is named by its full path: the shim looks nothing up along PATH."""
+    lxc_start = shutil.which("lxc-start", path=DEFAULT_PATH)
+    if lxc_start is None:
+        raise RuntimeError(f"lxc-start: not found in {DEFAULT_PATH} (is LXC installed?)")
+    return [lxc_start, "-F", "-n", container_id, "-P", lxc_path, "-f", config_path,
             "-o", os.path.join(lxc_path, container_id, "lxc.log"), "-l", "ERROR", "--", *init]
-
-
-# -- Ending a container through its cgroup --------------------------------------------
-
-
-def cgroup_mounts() -> dict[str, str]:
-    """Where each hierarchy is mounted: controller name (or "" for cgroup2) -> mount point."""
-    mounts = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields, _, rest = line.partition(" - ")
-            point = fields.split()[4]
-            fstype, _, options = rest.split()[:3]
-            if fstype == "cgroup2":
-                mounts.setdefault("", point)
-            elif fstype == "cgroup":
-                for option in options.split(","):
-                    mounts.setdefault(option, point)
-    return mounts
-
-
-def payload_cgroups(pid: int) -> dict[str, str]:
-    """The host directories of the cgroups of `pid` that LXC made for a container
-    (named lxc.payload.<name>), by controller ("" for cgroup2). Nothing for a
-    process that is not (yet) in one: its cgroup might be the daemon's own."""
-    mounts = cgroup_mounts()
-    found = {}
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return {}
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "/lxc.payload." not in path:
-            continue
-        for controller in controllers.split(",") if controllers else [""]:
-            if controller in mounts:
-                found[controller] = mounts[controller] + path
-    return found
-
-
-def cgroup_pids(directory: str) -> list[int]:
-    try:
-        with open(os.path.join(directory, "cgroup.procs")) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def kill_cgroup(cgroups: dict[str, str], timeout: float = 5.0) -> None:
-    """SIGKILL every process in a container's cgroup, whatever they do meanwhile.
-
-    cgroup2 has cgroup.kill, which does it in the kernel at once. Without it
-    (cgroup v1), the freezer stops every process first, so a fork bomb cannot
-    outrun the signals; each gets SIGKILL, then the cgroup is thawed for them
-    to die. Without a freezer, SIGKILL is repeated until the cgroup is empty.
-    """
-    v2 = cgroups.get("")
-    if v2 and os.path.exists(os.path.join(v2, "cgroup.kill")):
-        write_cgroup(v2, "cgroup.kill", "1")
-        return
-    freezer = cgroups.get("freezer")
-    deadline = time.monotonic() + timeout
-    if freezer:
-        write_cgroup(freezer, "freezer.state", "FROZEN")
-        while read_cgroup(freezer, "freezer.state") == "FREEZING" and time.monotonic() < deadline:
-            time.sleep(0.001)
-    try:
-        directories = [freezer] if freezer else list(cgroups.values())
-        while time.monotonic() < deadline:
-            pids = [pid for d in directories for pid in cgroup_pids(d)]
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if freezer:
-                return                       # frozen: none of them forked since
-            time.sleep(0.005)
-    finally:
-        if freezer:
-            write_cgroup(freezer, "freezer.state", "THAWED")
-
-
-def read_cgroup(directory: str, name: str) -> str:
-    try:
-        with open(os.path.join(directory, name)) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def write_cgroup(directory: str, name: str, value: str) -> None:
-    try:
-        with open(os.path.join(directory, name), "w") as f:
-            f.write(value)
-    except OSError as e:               # the cgroup went away: its processes are gone
-        log.debug("%s/%s: %s", directory, name, e)

@@ -4,26 +4,16 @@ The daemon reads the bridge's address (it never creates the bridge; see
 lxc-net/), hands each starting container an IP from the bridge's subnet and
 maps public TCP ports to it with DNAT rules in the nat table.
 
-Changed since 2013, and why:
-- the iptables chain is `DOCKER0`, not `DOCKER`, so a modern Docker on the same
-  host keeps its chain (DESIGN.md difference 2); start-up removes only
-  docker0's own leftovers, repeating each deletion so duplicate jumps left by
-  a crash cannot make start-up fail;
-- the port allocator uses the whole range 49153-65535 (2013 never handed out
-  65535), and a full range is the error `No more ports available` instead of
-  a request that loops forever;
-- a full IP pool, or a /31 or /32 bridge, is `No unallocated IP available`
-  (2013 handed out 0.0.0.0 on /31 and /32); the allocator stores only the
-  addresses in use, so a /16 costs no 65k-entry list;
-- an empty `-p ""` spec is a parse error instead of a daemon crash;
-- allocators and the mapper take a lock: starts run in worker threads, where
-  2013 used goroutines and channels;
-- addresses that a DHCP server on the bridge hands out (a dnsmasq in this
-  network namespace serving the bridge, as Debian's lxc-net and
-  lxc-net/lxc-net start it) are never allocated: 2013 assumed nobody else
-  gave out addresses on lxcbr0, and two hosts with one address break both;
+Runs in: the daemon, in the worker threads of starts and releases (hence the locks).
+
+Changed since 2013:
+- the chain is `DOCKER0`, not `DOCKER`, so a modern Docker keeps its own
+  (DESIGN.md difference 2); start-up removes only docker0's leftovers;
+- full port or IP ranges, /31 and /32 bridges and an empty `-p ""` are
+  errors, not loops, wrong addresses or crashes; the port range reaches 65535;
+- addresses a DHCP server on the bridge hands out are never allocated;
 - `NetworkManager.restore` re-reserves the address and ports of a container
-  that survived a daemon restart and re-adds its DNAT rules (2013 lost them).
+  that survived a daemon restart and re-adds its rules (2013 lost them).
 """
 from __future__ import annotations
 

@@ -1,48 +1,28 @@
 """Pull, push and login against a registry: registry.go of 2013 (spec 9).
 
-2013 spoke the index API v1 of the Docker index, which no longer exists. This
-module speaks what every registry speaks today, the distribution v2 / OCI API
-(DESIGN.md difference 6), and keeps the 2013 commands, output lines and
-`.dockercfg` file. Changed since 2013, and why:
+2013 spoke the index API v1, which no longer exists. This module speaks the
+distribution v2 / OCI API that every registry speaks today (DESIGN.md
+difference 6), and keeps 2013's commands, output lines and `.dockercfg`.
 
-- names: `pull busybox` means Docker Hub's `library/busybox`; a first name
-  part with a `.` or `:` or `localhost` names a registry
-  (`localhost:5000/team/app:v1`). A registry on loopback is spoken to over
-  plain HTTP, any other over HTTPS, as Docker does;
-- `pull NAME` pulls the tag `latest` (or `NAME:TAG`), not every tag of the
-  repository as 2013 did: a v2 repository may hold hundreds of tags;
-- an image is a chain of layers. Each layer becomes one image whose ID is the
-  layer's chain ID (sha256 over the parent's ID and the layer's uncompressed
-  digest, as Docker computes it), so a layer already here is never
-  downloaded again, whatever image it came with. On top of the chain sits one
-  image with an empty layer whose ID is the digest of the image config: it
-  holds the config's Entrypoint, Cmd, Env, User and WorkingDir in
-  `container_config` (2013 had no Entrypoint or WorkingDir), which `run`
-  applies as Docker does today (container.apply_image_config), and push
-  writes back into the OCI image config;
-- every blob is checked against its digest (and each layer against its
-  uncompressed digest) before anything is registered; all of an image's
-  missing layers are downloaded and checked first, then registered, and the
-  tag is set last, so a failed or interrupted pull leaves no partial image;
-- `push NAME[:TAG]` uploads each layer as a gzip tarball (the stored `.wh.`
-  whiteouts are also the OCI convention), skips blobs the registry already
-  has (saying `Image <id> already pushed, skipping`, as Docker did later in
-  2013), then uploads an OCI image config and manifest. Empty layers, such
-  as a pulled image's config image, are left out. Docker Hub keeps the 2013
-  rules (login first; no "root" repositories); other registries take any
-  name, and anonymous pushes if they allow them;
-- `login [SERVER]` checks the credentials against SERVER's `/v2/` endpoint
-  (there is no account registration any more, so never `Account Created`);
-- authentication answers the registry's `WWW-Authenticate` challenge: HTTP
-  Basic with the stored credentials, or a bearer token fetched from the
-  challenge's realm (anonymously when there are no credentials). 2013 sent
-  Basic auth, even empty, on every request;
-- every registry operation runs on the bounded CLIENT_PACED threads, and every
-  HTTP exchange has a timeout, so a slow or silent registry
-  never holds up other connections to the daemon.
+Runs in: the daemon, on the CLIENT_PACED threads (utils.py): every HTTP
+exchange has a timeout, so a silent registry holds up nothing else.
 
-Not supported: Docker schema 1 manifests, zstd layers, cross-repository
-blob mounts, pulling by digest (`name@sha256:...`).
+Changed since 2013:
+- names: `busybox` is Docker Hub's `library/busybox`; a first part with `.`,
+  `:` or `localhost` names a registry; loopback is plain HTTP, others HTTPS;
+- `pull NAME` pulls one tag (`latest` by default), not every tag;
+- each layer becomes one image whose ID is its chain ID, so a layer already
+  here is never downloaded again; an image on top holds the image config's
+  Entrypoint, Cmd, Env, User and WorkingDir (container.apply_image_config);
+- every blob is checked against its digest before anything is registered,
+  and the tag is set last: a failed pull leaves no partial image;
+- `push` uploads gzip layers, skips blobs the registry has, then an OCI
+  config and manifest; Docker Hub keeps 2013's rules, other registries take any name;
+- `login` checks the credentials against `/v2/`; auth answers the
+  registry's challenge (Basic, or a bearer token).
+
+Not supported: schema 1 manifests, zstd layers, cross-repository blob
+mounts, pulling by digest.
 """
 from __future__ import annotations
 
@@ -67,9 +47,9 @@ from typing import Callable
 from . import archive
 from .auth import AuthConfig
 from .container import IMAGE_SETTINGS, Config, config_record
-from .graph import TMP, Graph, Image
+from .graph import Graph, Image
 from .tags import DEFAULT_TAG, TagStore, parse_repository_tag
-from .utils import ProgressReader, client_paced, json_compact, now_string, parse_time, remove_or_set_aside
+from .utils import ProgressReader, json_compact, now_string, parse_time, remove_or_set_aside
 
 HUB_REGISTRY = "registry-1.docker.io"
 HUB_NAMES = {"docker.io", "index.docker.io", "registry.docker.io", HUB_REGISTRY}
@@ -331,16 +311,15 @@ class Decompressor:
         return self.feed(b"") if not self.kind else b""
 
     def start(self, head: bytes) -> None:
-        if head.startswith(b"\x28\xb5\x2f\xfd"):
+        self.kind = archive.compression(head) or "tar"
+        if self.kind == "zstd":
             raise RegistryError("zstd-compressed layers are not supported")
-        if head.startswith(b"\x1f\x8b"):
-            self.kind, self.engine = "gzip", zlib.decompressobj(31)
-        elif head.startswith(b"\xfd7zXZ\x00"):
-            self.kind, self.engine = "xz", lzma.LZMADecompressor()
-        elif head.startswith(b"BZh"):
-            self.kind, self.engine = "bzip2", bz2.BZ2Decompressor()
-        else:
-            self.kind = "tar"
+        if self.kind == "gzip":
+            self.engine = zlib.decompressobj(31)
+        elif self.kind == "xz":
+            self.engine = lzma.LZMADecompressor()
+        elif self.kind == "bzip2":
+            self.engine = bz2.BZ2Decompressor()
 
     def gunzip(self, data: bytes) -> bytes:
         out = []
@@ -531,7 +510,7 @@ def pull(graph: Graph, tags: TagStore, credentials: AuthConfig, name: str, write
 
 def pull_layers(session: Session, path: str, graph: Graph, layers: list[Layer], write: Write) -> None:
     """Download and check every layer first, then register them, parents first."""
-    workdir = tempfile.mkdtemp(prefix="pull-", dir=staging_dir(graph))
+    workdir = tempfile.mkdtemp(prefix="pull-", dir=graph.tmp)
     try:
         for layer in layers:
             write(f"Pulling {layer.image.id} fs layer\n")
@@ -543,13 +522,6 @@ def pull_layers(session: Session, path: str, graph: Graph, layers: list[Layer], 
             os.unlink(tarball)
     finally:
         remove_or_set_aside(workdir, graph.quarantine)
-
-
-def staging_dir(graph: Graph) -> str:
-    """Graph's `:tmp:`: whatever a crash leaves there is removed at the next start."""
-    staging = os.path.join(graph.root, TMP)
-    os.makedirs(staging, 0o700, exist_ok=True)
-    return staging
 
 
 def untar_file(tarball: str, dest: str) -> None:
@@ -617,7 +589,7 @@ def push_layers(session: Session, path: str, graph: Graph, chain: list[Image],
                 write: Write) -> list[tuple[Image, dict, str]]:
     """Upload the layers of a chain (root first) that the registry lacks:
     [(image, descriptor, diff ID)] of every layer the manifest lists."""
-    staging = staging_dir(graph)
+    staging = graph.tmp
     # Empty layers (such as a pulled image's config layer) carry nothing; skip them.
     images = [i for i in chain if has_content(graph.layer_path(i.id))] or chain[:1]
     layers = []
@@ -707,16 +679,3 @@ def check_login(server: str, credentials: AuthConfig) -> str:
     except RegistryError as e:
         raise RegistryError(f"Login: {e}") from None
     raise RegistryError(f"Login: {detail or f'HTTP code: {status}'}")
-
-
-# -- Threads ------------------------------------------------------------------------------
-
-
-async def in_own_thread(function: Callable, *args):
-    """Run blocking registry work on the CLIENT_PACED threads and await its result.
-
-    Not the default executor: a handful of slow pulls would fill it and stall
-    every other command that uses it. Every HTTP exchange has a timeout
-    (TIMEOUT), so a silent registry frees its thread.
-    """
-    return await client_paced(function, *args)

@@ -4,25 +4,21 @@
 the network manager, the registry credentials and the containers. The
 `Cmd*` methods that the server calls live in `commands.py` (a mixin).
 
+Runs in: the daemon; restore() before the event loop starts, the rest on the
+loop and in worker threads (create, commit, import).
+
 Changed since 2013 (spec 4.2, DESIGN.md):
-- the root is chosen with `-g` (default `/var/lib/docker`), and a root that
-  holds a modern Docker engine's data is refused rather than mixed with ours;
-- the bridge is chosen with `-b` (default `lxcbr0`);
-- a malformed `.dockercfg` is ignored with a log line, not fatal;
-- a container directory is created and removed under a `:`-prefixed name and
-  renamed, so a daemon killed midway leaves no record-less or half-deleted
-  container; start-up removes such leftovers;
-- start-up checks the host (cgroup hierarchies, overlayfs, the bridge) and
-  fails with one message naming what is missing; 2013 started anyway and
-  every `run` then failed with LXC's `Failed to setup cgroup limits`;
-- `import URL` has connect and read timeouts (URL_TIMEOUT): a server that
-  accepts and never answers does not hold a thread forever; it reads http(s)
-  URLs only, as Go's http.Get did (urllib also opens file: and ftp:, which
-  would let any user have the daemon read root's files: HTTP_ONLY);
-- start-up never fails on what a previous run left: a container record or
-  a `repositories` file that cannot be read, and a leftover that cannot be
-  removed (immutable, a bind mount below it), is logged and moved to
-  `ROOT/quarantine/`.
+- `-g ROOT` and `-b BRIDGE`; a root that holds a modern Docker engine's data is refused;
+- start-up checks the host (cgroups, overlayfs, the bridge) and names what
+  is missing; 2013 started anyway and every `run` failed;
+- a container directory is created and removed under a `:` name and renamed,
+  so a crash leaves no half-made or half-deleted container;
+- what start-up cannot read or remove goes to `ROOT/quarantine/`, with a
+  log line, instead of stopping the daemon;
+- containers that outlived the last daemon are adopted again (reconnect);
+- `import URL` reads http(s) URLs only, as Go's http.Get did (urllib also
+  opens file: and ftp:, which would let any user read root's files), with a
+  connect and read timeout (URL_TIMEOUT).
 """
 from __future__ import annotations
 
@@ -35,15 +31,15 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from . import archive, graph as layers, lxc
+from . import archive, lxc
 from .auth import load_config
 from .commands import Commands
-from .container import (Config, Container, NetworkSettings, State, config_record, process_alive,
-                        read_exit_code)
-from .graph import Graph, Image
+from .container import Config, Container, NetworkSettings, State, config_record
+from .graph import Graph, Image, is_mounted, unmount_rootfs
 from .network import NetworkManager, bridge_network
+from .shim_client import process_alive, shim_answers
 from .tags import TagStore
-from .utils import (ProgressReader, TruncIndex, generate_id, now_string, parse_time, remove_or_set_aside,
+from .utils import (ProgressReader, TruncIndex, generate_id, mountinfo, now_string, remove_or_set_aside,
                     remove_tree, set_aside)
 
 DEFAULT_ROOT = "/var/lib/docker"
@@ -78,17 +74,11 @@ def check_not_modern_docker(root: str) -> None:
             f"docker0 will not touch it. Choose another root with -g, e.g. 'docker0 -d -g /var/lib/docker0'")
 
 
-def cgroup_hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+def cgroup_hierarchies(path: str = "/proc/self/mountinfo") -> list[str]:
     """The cgroup mounts LXC can use: v1 hierarchies below /sys/fs/cgroup, or v2 at it."""
-    found = []
-    with open(mountinfo) as f:
-        for line in f:
-            fields, _, rest = line.partition(" - ")
-            point, fstype = fields.split()[4], rest.split()[0]
-            if (fstype == "cgroup" and point.startswith(lxc.CGROUP_ROOT + "/")) or \
-                    (fstype == "cgroup2" and point == lxc.CGROUP_ROOT):
-                found.append(point)
-    return found
+    return [point for point, fstype, _ in mountinfo(path)
+            if (fstype == "cgroup" and point.startswith(lxc.CGROUP_ROOT + "/"))
+            or (fstype == "cgroup2" and point == lxc.CGROUP_ROOT)]
 
 
 def has_overlayfs() -> bool:
@@ -132,9 +122,9 @@ class Runtime(Commands):
         if os.path.isdir(self.root):
             check_not_modern_docker(self.root)
         check_host(bridge)
-        self.repository = os.path.join(self.root, "containers")
+        self.containers_dir = os.path.join(self.root, "containers")     # 2013: runtime.repository
         self.quarantine = os.path.join(self.root, "quarantine")
-        os.makedirs(self.repository, 0o700, exist_ok=True)
+        os.makedirs(self.containers_dir, 0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.graph = Graph(os.path.join(self.root, "graph"), self.quarantine)
         try:
@@ -159,8 +149,8 @@ class Runtime(Commands):
 
     def restore(self) -> None:
         """Load every saved container (spec 4.6)."""
-        for name in sorted(os.listdir(self.repository)):
-            path = os.path.join(self.repository, name)
+        for name in sorted(os.listdir(self.containers_dir)):
+            path = os.path.join(self.containers_dir, name)
             if name.startswith(HALF_DONE):       # a create or rm the last daemon died in
                 remove_or_set_aside(path, self.quarantine)
                 continue
@@ -184,30 +174,24 @@ class Runtime(Commands):
         A stopped one keeps nothing mounted (the last daemon may have died starting it).
         """
         if not container.State.Running:
-            if layers.is_mounted(container.rootfs):
-                layers.unmount_rootfs(container.rootfs)
+            if is_mounted(container.rootfs):
+                unmount_rootfs(container.rootfs)
             return
-        if process_alive(container.State.Pid, container.root) and container.shim_answers():
+        if process_alive(container.State.Pid, container.root) and shim_answers(container.root):
             ns = container.NetworkSettings
             container.iface = self.network.restore(ns.IpAddress, ns.PortMapping)
             self.still_running.append(container)
             return
-        if layers.is_mounted(container.rootfs):
-            layers.unmount_rootfs(container.rootfs)
-        container.State = State(Running=False, Pid=0, StartedAt=container.State.StartedAt,
-                                ExitCode=read_exit_code(container.path("exit-code")))
-        container.NetworkSettings = NetworkSettings()
-        container.started.clear()
-        container.stopped.set()
-        container.exited.set()
-        container.to_disk()
+        ended = container.ended_state()
+        container.set_stopped(ended)
+        container.finish(ended)              # unmount, save
+        container.set_released()
 
     def register(self, container: Container) -> None:
         if not container.Id:
             raise ValueError("Invalid empty id")
         if container.Id in self.containers:
             raise ValueError("Container is already loaded")
-        container.created_at = parse_time(container.Created)
         self.containers[container.Id] = container
         self.container_index.add(container.Id)
 
@@ -232,14 +216,14 @@ class Runtime(Commands):
         container = Container(Id=container_id, Created=now_string(), Path=command[0],
                               Args=command[1:], Config=config, State=State(),
                               Image=image.id, NetworkSettings=NetworkSettings(),
-                              SysInitPath=lxc.SYSINIT, root=os.path.join(self.repository, container_id),
+                              SysInitPath=lxc.SYSINIT, root=os.path.join(self.containers_dir, container_id),
                               graph=self.graph, network=self.network)
         # Written aside and renamed into place: a crash leaves no container without a record.
-        staging = os.path.join(self.repository, HALF_DONE + "new-" + container_id)
+        staging = os.path.join(self.containers_dir, HALF_DONE + "new-" + container_id)
         os.mkdir(staging, 0o700)
         container.root = staging
         container.to_disk()
-        container.root = os.path.join(self.repository, container_id)
+        container.root = os.path.join(self.containers_dir, container_id)
         os.rename(staging, container.root)
         self.register(container)
         return container
@@ -253,17 +237,16 @@ class Runtime(Commands):
                     continue
                 if container.removed:       # another rm was first
                     raise LookupError(f"Container {container.Id} not found - maybe it was already destroyed?")
-                if layers.is_mounted(container.rootfs):
+                if is_mounted(container.rootfs):
                     try:
-                        await asyncio.to_thread(layers.unmount_rootfs, container.rootfs)
+                        await asyncio.to_thread(unmount_rootfs, container.rootfs)
                     except OSError as e:
                         raise RuntimeError(f"Unable to unmount container {container.Id}: {e}") from None
                 del self.containers[container.Id]
                 self.container_index.delete(container.Id)
-                container.removed = True
-                container.started.set()     # wakes attachers waiting for a run that will not come
+                container.set_removed()
                 # Renamed away first: a crash during the rmtree leaves no half-deleted container.
-                garbage = os.path.join(self.repository, HALF_DONE + "rm-" + container.Id)
+                garbage = os.path.join(self.containers_dir, HALF_DONE + "rm-" + container.Id)
                 try:
                     os.rename(container.root, garbage)
                     await asyncio.to_thread(remove_tree, garbage)

@@ -1,34 +1,28 @@
 """The "rcli" server: one command per TCP connection. rcli/tcp.go and rcli/types.go of 2013.
 
-The protocol (spec 2): the client sends one line naming the command, then
-everything else it sends is that command's stdin; the server streams the
-command's output back and closes the connection. Errors come back as a last
-line `Error: <text>`; this module is the one place that writes them.
+The client sends one line naming the command; everything it sends after that
+is the command's stdin. The server streams the output back and closes the
+connection. An exception a command raises becomes one last line
+`Error: <text>`, written here (a few commands also write 2013's own error
+lines, such as kill's and rm's `Error killing container`, and go on).
 
-Changed since 2013 (DESIGN.md difference 4): the line may be the 2013 JSON
-array (`["ps","-a"]`) or plain words with shell quoting (`ps -a`), so a person
-can type into `nc 127.0.0.1 4242`. Bad lines (over 1 MiB, not UTF-8, not a
-list of strings) get an `Error:` line instead of crashing anything, and one
-asyncio loop serves every connection, so a blocked `wait` delays nobody.
+Runs in: the daemon's event loop; Stdout also takes writes from worker threads
+(write_from_thread), and SocketStdin reads in a thread of its own.
 
-No client can hold the daemon: blocking code that reads a client's stdin
-(import) runs on the CLIENT_PACED threads (utils.py) and gives up with an
-`Error:` line when the client sends nothing for DOCKER0_STDIN_TIMEOUT seconds
-(default 60). After the reply, the server shuts down its writing side and
-reads and drops what the client still sends (a bounded amount, for a bounded
-time) before it closes: closing with unread input makes the kernel send a
-reset, which can destroy the `Error:` line before the client reads it.
-A command that reads all of its input in a worker thread (`import -`) gets
-the connection itself (SocketStdin), read ahead by a thread of its own, instead
-of one hop to the loop for every piece.
-
-Who may connect (not in 2013, which served anyone who could reach the port;
-Docker 0.5.2 moved to a unix socket whose group decides): root, and the
-members of one group (`-G`, default `docker0`). TCP has no SO_PEERCRED, so
-before it reads the command line the server asks the kernel (sock_diag, as
-`ss -e` does) whose socket the other end is: only a connection from this
-host's (this network namespace's) own processes can be answered, and any
-other is refused with the same `Error:` line.
+Changed since 2013:
+- the line may be 2013's JSON array or plain words with shell quoting, so a
+  person can type into `nc 127.0.0.1 4242` (DESIGN.md difference 4);
+- bad lines (over 1 MiB, not UTF-8, not a list of strings) get an `Error:` line;
+- only root and the members of one group (`-G`, default `docker0`) are
+  served, as Docker 0.5.2's unix socket did; 2013 served anyone who could
+  reach the port. TCP has no SO_PEERCRED, so the server asks the kernel
+  (sock_diag, as `ss -e` does) who owns the client's socket;
+- one asyncio loop serves every connection, so a blocked `wait` delays nobody;
+- a client that stops sending its stdin is given up on after
+  DOCKER0_STDIN_TIMEOUT seconds (default 60): no client can hold the daemon;
+- after the reply the server drains what the client still sends before it
+  closes: closing with unread input makes the kernel send a reset, which can
+  destroy the `Error:` line before the client reads it.
 """
 from __future__ import annotations
 
@@ -317,8 +311,6 @@ async def read_line(reader: asyncio.StreamReader) -> bytes:
 
 
 def error_text(e: BaseException) -> str:
-    if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
     return str(e) or type(e).__name__
 
 

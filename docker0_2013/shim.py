@@ -4,7 +4,7 @@ container's pipes itself, and a container died with it).
 
     python3 -I -S -B shim.py        (fd 0: a unix socket to the daemon)
 
-The daemon starts this once, as its fork server (container.py, Shims): a
+The daemon starts this once, as its fork server (shim_client.py, ShimForkServer): a
 Python that has loaded, so that a start never waits for one to load. For
 each fd the daemon sends it (one end of a socket pair), the server forks a
 shim, in a session of its own and with the host's init as its parent (a
@@ -45,15 +45,16 @@ started again, and finds the shim by its socket and its working directory
 Output from pipes is moved into the logs with splice(2), without a copy
 through this process; the pty's with read and write.
 
-Like sysinit.py it imports only C modules (`posix`, `select`, `fcntl`,
-`time`, `_socket`, `_signal`): `os`, `socket` and `signal` would add about
-10 ms to the server's start, and memory to every shim.
+Runs in: the fork server (serve_forks, one per daemon) and each shim, a
+double-forked child of it (run_shim). The server's imports are paid once per
+daemon, never by a start: the shims are its forks.
 """
-import _signal
-import _socket
+import errno
 import fcntl
-import posix
+import os
 import select
+import signal
+import socket
 import sys
 import time
 
@@ -64,15 +65,13 @@ COALESCE, REST = 1 << 16, 0.001   # after moving less than 64 KiB, the pipes res
                                   # writes 4 KiB at a time, and a poll and a splice for each cost 1/4
                                   # (not a pty, which never gives more than 4 KiB a read)
 EOT = b"\x04"               # ^D: the end of a terminal's input
-EIO = 5
-SEEK_END = 2
 SOCKET = "shim.sock"        # in the working directory: where clients send the container's input
 LOG = "shim.log"            # in the working directory: the shim's own errors
 
 
 def fail(message: str) -> None:
     say(message)
-    posix._exit(1)
+    os._exit(1)
 
 
 def say(message: str) -> None:
@@ -84,7 +83,7 @@ def say(message: str) -> None:
 
 def read_job() -> tuple[list[int], list[bytes]]:
     """What the daemon sends on fd 0: fds, and NUL-separated fields up to EOF ([] if none)."""
-    channel = _socket.socket(fileno=0)
+    channel = socket.socket(fileno=0)
     fds, data = receive(channel)
     chunks = [data]
     while data and (data := channel.recv(CHUNK)):
@@ -94,12 +93,13 @@ def read_job() -> tuple[list[int], list[bytes]]:
     return fds, job.split(b"\0") if job else []
 
 
-def receive(channel: _socket.socket) -> tuple[list[int], bytes]:
-    """One message and the fds that came with it (close-on-exec)."""
-    data, ancillary, _, _ = channel.recvmsg(CHUNK, _socket.CMSG_SPACE(3 * 4), _socket.MSG_CMSG_CLOEXEC)
+def receive(channel: socket.socket) -> tuple[list[int], bytes]:
+    """One message and the fds that came with it, close-on-exec (not socket.recv_fds,
+    which drops its flags: the fds would leak into the container)."""
+    data, ancillary, _, _ = channel.recvmsg(CHUNK, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC)
     fds = []
     for level, kind, payload in ancillary:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, len(payload) - 3, 4)]
     return fds, data
 
@@ -128,37 +128,27 @@ def parse_job(fields: list[bytes], fds: list[int]) -> dict:
 
 def write_all(fd: int, data: bytes) -> None:
     while data:
-        data = data[posix.write(fd, data):]
-
-
-def find_program(name: bytes) -> bytes:
-    """Where execvp would find `name` along our PATH."""
-    if b"/" in name:
-        return name
-    for directory in posix.environ.get(b"PATH", b"/usr/bin:/bin").split(b":"):
-        candidate = (directory or b".") + b"/" + name
-        if posix.access(candidate, posix.X_OK):
-            return candidate
-    fail(f"{name.decode(errors='replace')}: not found")
+        data = data[os.write(fd, data):]
 
 
 def start(command: list[bytes], stdio: tuple[int, int, int]) -> int:
     """Start COMMAND with `stdio` as its fds 0, 1 and 2, and the signals Python
     changed back to their defaults; its PID. posix_spawn, not fork: a forked
-    Python copies every page it touches before the exec."""
-    return posix.posix_spawn(find_program(command[0]), command, posix.environ,
-                             file_actions=[(posix.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
-                             setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT))
+    Python copies every page it touches before the exec. COMMAND[0] is a full
+    path (lxc.execute_command): nothing is looked up along PATH."""
+    return os.posix_spawn(command[0], command, os.environb,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT))
 
 
 class Shim:
-    def __init__(self, directory: str, listener: _socket.socket, status_file: str) -> None:
+    def __init__(self, directory: str, listener: socket.socket, status_file: str) -> None:
         self.directory = directory            # the working directory: the names below are in it
         self.listener = listener
         self.status_file = status_file        # where sysinit writes the container's status
         self.outputs: dict[int, int] = {}     # fd read from the container -> its log's fd
         self.stdin: int | None = None         # where the container's input is written
-        self.stdin_is_tty = False
+        self.tty_master = False                # -t: one pty master is the input and the output
         self.pending = b""                    # input not yet taken by the container
         self.close_stdin = False              # after `pending`: a stdin-once client has ended
         self.requests: dict[int, bytes] = {}  # connections whose first line is still coming
@@ -172,40 +162,40 @@ class Shim:
         """A log file, opened at its end. Not O_APPEND, which splice refuses: this
         process is the file's only writer."""
         name = self.directory.rstrip("/").rsplit("/", 1)[-1]
-        fd = posix.open(f"{name}-{stream}.log",
-                        posix.O_WRONLY | posix.O_CREAT | posix.O_CLOEXEC, 0o600)
-        posix.lseek(fd, 0, SEEK_END)
+        fd = os.open(f"{name}-{stream}.log",
+                        os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.lseek(fd, 0, os.SEEK_END)
         return fd
 
     def run(self, command: list[bytes], tty: tuple[int, int] | None, open_stdin: bool) -> int:
         stdout_log, stderr_log = self.log("stdout"), self.log("stderr")
         if tty:
             master, slave = tty               # received close-on-exec (read_job)
-            posix.set_blocking(master, False)
+            os.set_blocking(master, False)
             self.outputs[master] = stdout_log
-            self.stdin, self.stdin_is_tty = master, True
+            self.stdin, self.tty_master = master, True
             stdio = (slave, slave, slave)
             ours = [slave]
         else:
-            out_read, out_write = posix.pipe()
-            err_read, err_write = posix.pipe()
+            out_read, out_write = os.pipe()
+            err_read, err_write = os.pipe()
             for fd in (out_read, err_read):
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             self.outputs = {out_read: stdout_log, err_read: stderr_log}
             if open_stdin:
-                in_read, self.stdin = posix.pipe()
-                posix.set_blocking(self.stdin, False)
+                in_read, self.stdin = os.pipe()
+                os.set_blocking(self.stdin, False)
             else:
-                in_read = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
+                in_read = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             stdio = (in_read, out_write, err_write)
             ours = list(stdio)
         self.child = start(command, stdio)
         for fd in ours:                  # only the container holds its ends now: EOF when it ends
-            posix.close(fd)
-        self.child_fd = posix.pidfd_open(self.child)
+            os.close(fd)
+        self.child_fd = os.pidfd_open(self.child)
         self.serve()
         for fd in (stdout_log, stderr_log):
-            posix.close(fd)
+            os.close(fd)
         return self.status
 
     # -- The loop -------------------------------------------------------------------
@@ -247,55 +237,56 @@ class Shim:
         """Move what the container wrote into its log; at the end, forget the output."""
         log_fd = self.outputs[fd]
         try:
-            if self.stdin_is_tty:
-                data = posix.read(fd, CHUNK)
+            if self.tty_master:
+                data = os.read(fd, CHUNK)
                 moved = len(data)
                 write_all(log_fd, data)
             else:
-                moved = posix.splice(fd, log_fd, PIPE_SIZE)
+                moved = os.splice(fd, log_fd, PIPE_SIZE)
         except BlockingIOError:
             return
         except OSError as e:
-            if fd == self.stdin and e.errno == EIO:    # every slave of the pty is closed
+            if self.tty_master and e.errno == errno.EIO:    # every slave of the pty is closed
                 moved = 0
             else:                          # a full disk: the container must not block on it
                 say(f"{self.directory}: the log lost output: {e}")
-                moved = 1 if self.stdin_is_tty else len(posix.read(fd, PIPE_SIZE))
-        if moved < COALESCE and not self.stdin_is_tty:   # a trickle: let it gather, then move it at once
+                moved = 1 if self.tty_master else len(os.read(fd, PIPE_SIZE))
+        if moved < COALESCE and not self.tty_master:   # a trickle: let it gather, then move it at once
             self.rest_until = time.monotonic() + REST
         if not moved:
             del self.outputs[fd]
             if fd == self.stdin:             # the pty: its input has ended too
                 self.stdin, self.pending = None, b""
-            posix.close(fd)
+            os.close(fd)
 
     def reap(self) -> None:
-        _, status = posix.waitpid(self.child, 0)
-        code = posix.waitstatus_to_exitcode(status)
+        _, status = os.waitpid(self.child, 0)
+        code = os.waitstatus_to_exitcode(status)
         self.status = 128 - code if code < 0 else code or self.init_status()
-        posix.close(self.child_fd)
+        os.close(self.child_fd)
         self.child_fd = None
 
     def init_status(self) -> int:
         """The container's status as sysinit wrote it; 137 (SIGKILL) if it wrote none."""
         try:
-            fd = posix.open(self.status_file, posix.O_RDONLY | posix.O_CLOEXEC)
+            fd = os.open(self.status_file, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return 137
         try:
-            return int(posix.read(fd, 32).strip() or b"137")
+            return int(os.read(fd, 32).strip() or b"137")
         except ValueError:
             return 137
         finally:
-            posix.close(fd)
+            os.close(fd)
 
     # -- Input ------------------------------------------------------------------------
 
     def accept(self) -> None:
         try:
-            fd, _ = self.listener._accept()
+            connection, _ = self.listener.accept()
         except OSError:
             return
+        fd = connection.detach()
         self.requests[fd] = b""
 
     def read_request(self, fd: int) -> None:
@@ -325,7 +316,7 @@ class Shim:
     def read(self, fd: int) -> bytes | None:
         """What a connection sent; None (and it is closed) if it has ended."""
         try:
-            data = posix.read(fd, CHUNK)
+            data = os.read(fd, CHUNK)
         except OSError:
             data = b""
         if data:
@@ -344,13 +335,13 @@ class Shim:
 
     def feed(self) -> None:
         try:
-            self.pending = self.pending[posix.write(self.stdin, self.pending):]
+            self.pending = self.pending[os.write(self.stdin, self.pending):]
         except BlockingIOError:
             return
         except OSError:                    # the container closed its stdin: drop the input
             self.pending = b""
-            if not self.stdin_is_tty:
-                posix.close(self.stdin)
+            if not self.tty_master:
+                os.close(self.stdin)
                 self.stdin = None
             return
         if not self.pending and self.close_stdin:
@@ -360,17 +351,17 @@ class Shim:
         self.close_stdin = False
         if self.stdin is None:
             return
-        if self.stdin_is_tty:
+        if self.tty_master:
             self.pending = EOT
             self.feed()
         else:
-            posix.close(self.stdin)
+            os.close(self.stdin)
             self.stdin = None
 
     def hang_up(self, fd: int) -> None:
         self.requests.pop(fd, None)
         self.clients.pop(fd, None)
-        posix.close(fd)
+        os.close(fd)
 
     # -- The end ----------------------------------------------------------------------
 
@@ -380,55 +371,55 @@ class Shim:
         Not synced: an fsync here would add 3-5 ms to every run, and the daemon
         saves the status in the container's record (synced) right after. After
         a power loss while the daemon was down, the file is at worst missing or
-        empty, which reads as -127, the 2013 status (container.read_exit_code).
+        empty, which reads as -127, the 2013 status (shim_client.read_exit_code).
         """
-        fd = posix.open("exit-code.tmp", posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
+        fd = os.open("exit-code.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             write_all(fd, b"%d\n" % self.status)
         finally:
-            posix.close(fd)
-        posix.rename("exit-code.tmp", "exit-code")
+            os.close(fd)
+        os.rename("exit-code.tmp", "exit-code")
 
 
 def remove(path: str) -> None:
     try:
-        posix.unlink(path)
+        os.unlink(path)
     except FileNotFoundError:
         pass
 
 
 def serve_forks() -> None:
     """The fork server: a shim for every socket the daemon sends on fd 0, until EOF."""
-    control = _socket.socket(fileno=0)
+    control = socket.socket(fileno=0)
     while True:
         fds, _ = receive(control)
         if not fds:                      # the daemon has gone: the shims stay
-            posix._exit(0)
-        child = posix.fork()
+            os._exit(0)
+        child = os.fork()
         if child == 0:
-            posix.setsid()               # a session of its own: no signal for the daemon's reaches it
-            if posix.fork():             # the shim is the grandchild: the host's init reaps it
-                posix._exit(0)
+            os.setsid()               # a session of its own: no signal for the daemon's reaches it
+            if os.fork():             # the shim is the grandchild: the host's init reaps it
+                os._exit(0)
             control.close()
-            posix.dup2(fds[0], 0)
-            posix.close(fds[0])
-            write_all(0, b"%d\n" % posix.getpid())
+            os.dup2(fds[0], 0)
+            os.close(fds[0])
+            write_all(0, b"%d\n" % os.getpid())
             run_shim()
-        posix.close(fds[0])
-        posix.waitpid(child, 0)
+        os.close(fds[0])
+        os.waitpid(child, 0)
 
 
 def run_shim() -> None:
     """One container's shim: its job from fd 0, then its run; exits with its status."""
     fds, fields = read_job()
     if not fields:                       # the daemon went away, or the start failed
-        posix._exit(0)
+        os._exit(0)
     job = parse_job(fields, fds)
-    posix.chdir(job["dir"])
-    log = posix.open(LOG, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND | posix.O_CLOEXEC, 0o600)
-    posix.dup2(log, 2, inheritable=False)     # its own errors: not the daemon's stderr, which may go away
-    posix.close(log)
-    listener = _socket.socket(fileno=fds[0])
+    os.chdir(job["dir"])
+    log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.dup2(log, 2, inheritable=False)     # its own errors: not the daemon's stderr, which may go away
+    os.close(log)
+    listener = socket.socket(fileno=fds[0])
     listener.setblocking(False)
     shim = Shim(job["dir"], listener, job["status"])
     try:
@@ -436,7 +427,7 @@ def run_shim() -> None:
         shim.finish()
     finally:
         remove(SOCKET)
-    posix._exit(status & 0xFF)
+    os._exit(status & 0xFF)
 
 
 if __name__ == "__main__":

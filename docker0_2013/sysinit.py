@@ -12,8 +12,7 @@ Changed since 2013:
   runs it, it forks PROGRAM, forwards the signals `stop` sends (SIGTERM,
   SIGINT, SIGHUP, ...) to it, reaps every orphan, and exits with PROGRAM's
   status (written to /dev/.docker0/status too, since lxc-start reports none).
-  2013 exec'd the program as PID 1; LXC 5's lxc-execute put its own init there,
-  with every capability;
+  2013 exec'd the program as PID 1;
 - capabilities: LXC leaves it Docker's default set plus net_admin (the route)
   and sys_admin (the unmount); it drops both from every set, empties the
   inheritable and ambient sets, and makes itself non-dumpable (no ptrace, no
@@ -30,23 +29,22 @@ Changed since 2013:
   /proc/self/environ: the interpreter's own start-up changes its copy (PEP 538
   sets LC_CTYPE=C.UTF-8 when the locale is C), which must not leak.
 
-Every container start waits for this file, so it imports only the C modules
-that `os`, `ctypes`, `socket`, `struct` and `stat` are built on: the Python
-layers above them cost a start 4 to 7 ms here, where the interpreter starts
-cold (bench/README.md). `Libc` below is what `ctypes.CDLL` does with them.
+Runs in: the container, as its PID 1 (main), and for a moment in the
+program's process, between the fork and the exec (exec_program).
+
+It reads top to bottom like sysinit.go: main() is the recipe. Every start
+waits for this file, so it takes signal, socket and ctypes as the C modules
+under them (7 ms less per start): the section "Start-up speed" at the bottom.
 """
-import _ctypes
-import _signal
-import _socket
-import _stat
-import _struct
-import posix
+import errno
+import os
+import stat
+import struct
 import sys
 
 INIT_DIR = "/dev/.docker0"
 MNT_DETACH = 2
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 47, 4
-EINVAL = 22
 TIOCSCTTY = 0x540E
 # Docker's default set (lxc.DEFAULT_CAPS): chown 0, dac_override 1, fowner 3,
 # fsetid 4, kill 5, setgid 6, setuid 7, setpcap 8, net_bind_service 10,
@@ -61,24 +59,71 @@ child_of_init = False       # True in the program's process until it execs
 status_fd: int | None = None
 
 
-class CInt(_ctypes._SimpleCData):
-    _type_ = "i"                          # ctypes.c_int
+def main(argv: list[str]) -> None:
+    global status_fd
+    flags, program = parse_args(argv)
+    status_fd = open_status()
+    catch_signals()
+    setup_networking(flags["-g"])
+    env = initial_environment()
+    user = find_user(flags["-u"])
+    setup_working_directory(flags["-w"])
+    seal()
+    leave(run_program(program, env, user, flags["-w"]))
 
 
-class LibcFunction(_ctypes.CFuncPtr):
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = CInt
+# -- The steps ----------------------------------------------------------------------
 
 
-class Libc:
-    """ctypes.CDLL(None, use_errno=True): the C library's functions, by name."""
-    _handle = _ctypes.dlopen(None, posix.RTLD_NOW)
+def setup_networking(gateway: str) -> None:
+    if gateway:
+        try:
+            add_default_route(gateway)
+        except OSError as e:
+            fail(f"Unable to set up networking: {e}")
 
-    def __getattr__(self, name: str) -> LibcFunction:
-        return LibcFunction((name, self))
+
+def find_user(user: str) -> tuple[int, int] | None:
+    """-u USER as (uid, gid); None without -u."""
+    if not user:
+        return None
+    try:
+        return lookup_user(user)
+    except (LookupError, ValueError) as e:
+        fail(f"Unable to find user {user}: {e}")
 
 
-libc = Libc()
+def setup_working_directory(workdir: str) -> None:
+    if workdir:
+        try:
+            make_dirs(workdir)
+        except OSError as e:
+            fail(f"Unable to create the working directory {workdir}: {e.strerror}")
+
+
+def seal() -> None:
+    """Leave nothing of the host visible and only Docker's capabilities (not when
+    run by hand, outside a container docker0 made)."""
+    if is_a(stat.S_ISDIR, INIT_DIR):
+        detach_host_files()
+        drop_capabilities()
+
+
+def run_program(program: list[str], env: dict, user: tuple[int, int] | None, workdir: str) -> int:
+    """Fork the program, forward signals to it, reap every orphan; its status."""
+    global child
+    # Blocked across the fork: a signal that came before `child` was set, or
+    # reached the child while Python's handler was still its own, would be lost.
+    signal.pthread_sigmask(signal.SIG_BLOCK, forwarded())
+    pid = os.fork()
+    if pid == 0:
+        exec_program(program, env, user, workdir)
+    child = pid
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded())
+    return wait_for(pid)
+
+
+# -- Helpers ------------------------------------------------------------------------
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -88,30 +133,31 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def leave(code: int) -> None:
-    """Exit with `code`, and tell lxc.py's wrapper through the status file."""
+    """Exit with `code`, and write it to the status file too (the shim reads it as
+    `init-status`: lxc-start -F itself always exits 0)."""
     if status_fd is not None and not child_of_init:
-        posix.write(status_fd, b"%d\n" % code)
-    posix._exit(code)
-
-
-def errno_text() -> str:
-    """What the last C library call in `libc` failed with."""
-    return posix.strerror(_ctypes.get_errno())
+        os.write(status_fd, b"%d\n" % code)
+    os._exit(code)
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """`-g GATEWAY`, `-u USER`, `-w DIR`, then `--` and the program's argv."""
+    if not argv:
+        fail("You should not invoke docker-init manually")
+    argv = list(argv)
     flags = {"-g": "", "-u": "", "-w": ""}
     while argv and argv[0] != "--":
         flag = argv.pop(0)
         if flag not in flags or not argv:
             fail(f"sysinit: bad argument {flag!r}")
         flags[flag] = argv.pop(0)
+    if not argv[1:]:
+        fail("sysinit: no program given")
     return flags, argv[1:]
 
 
 def initial_environment() -> dict[bytes, bytes]:
-    """The environment as exec'd, without `container`: not posix.environ, which
+    """The environment as exec'd, without `container`: not os.environ, which
     the interpreter's start-up has changed (PEP 538 locale coercion)."""
     with open("/proc/self/environ", "rb") as f:
         entries = [e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e]
@@ -123,29 +169,29 @@ def make_dirs(path: str) -> None:
     current = ""
     for part in [p for p in path.split("/") if p]:
         current += "/" + part
-        if not is_a(_stat.S_ISDIR, current):
-            posix.mkdir(current, 0o755)
+        if not is_a(stat.S_ISDIR, current):
+            os.mkdir(current, 0o755)
 
 
 def add_default_route(gateway: str) -> None:
     """`ip route add default via GATEWAY`, as one RTM_NEWROUTE netlink message."""
     RTM_NEWROUTE, NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 24, 1, 4, 0x200, 0x400
     RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, RTA_GATEWAY = 254, 3, 0, 1, 5
-    rtmsg = _struct.pack("BBBBBBBBI", _socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+    rtmsg = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
                          RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-    attr = _struct.pack("HH", 8, RTA_GATEWAY) + _socket.inet_aton(gateway)
+    attr = struct.pack("HH", 8, RTA_GATEWAY) + socket.inet_aton(gateway)
     body = rtmsg + attr
-    header = _struct.pack("IHHII", 16 + len(body), RTM_NEWROUTE,
+    header = struct.pack("IHHII", 16 + len(body), RTM_NEWROUTE,
                           NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, 1, 0)
-    nl = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         nl.sendall(header + body)
         reply = nl.recv(4096)
     finally:
         nl.close()
-    error = _struct.unpack("i", reply[16:20])[0]
+    error = struct.unpack("i", reply[16:20])[0]
     if error:
-        raise OSError(-error, posix.strerror(-error))
+        raise OSError(-error, os.strerror(-error))
 
 
 def lookup_user(user: str) -> tuple[int, int]:
@@ -164,9 +210,9 @@ def lookup_user(user: str) -> tuple[int, int]:
 
 def open_status() -> int | None:
     """The status file lxc.py mounts for this init, opened before it is unmounted."""
-    if not is_a(_stat.S_ISREG, f"{INIT_DIR}/status"):
+    if not is_a(stat.S_ISREG, f"{INIT_DIR}/status"):
         return None
-    return posix.open(f"{INIT_DIR}/status", posix.O_WRONLY | posix.O_TRUNC | posix.O_CLOEXEC)
+    return os.open(f"{INIT_DIR}/status", os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
 
 
 def detach_host_files() -> None:
@@ -177,9 +223,9 @@ def detach_host_files() -> None:
         if name == "status" and status_fd is None:
             continue
         if libc.umount2(path.encode(), MNT_DETACH) != 0:
-            fail(f"Unable to unmount {path}: {errno_text()}")
-        (posix.unlink if name == "status" else posix.rmdir)(path)
-    posix.rmdir(INIT_DIR)
+            fail(f"Unable to unmount {path}: {os.strerror(libc_errno())}")
+        (os.unlink if name == "status" else os.rmdir)(path)
+    os.rmdir(INIT_DIR)
 
 
 def drop_capabilities() -> None:
@@ -187,24 +233,24 @@ def drop_capabilities() -> None:
     keep = sum(1 << cap for cap in DEFAULT_CAPS)
     for cap in range(64):
         if not keep >> cap & 1 and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            if _ctypes.get_errno() == EINVAL:      # past the kernel's last capability
+            if libc_errno() == errno.EINVAL:      # past the kernel's last capability
                 break
-            fail(f"Unable to drop capability {cap}: {errno_text()}")
+            fail(f"Unable to drop capability {cap}: {os.strerror(libc_errno())}")
     if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
-        fail(f"Unable to clear the ambient capabilities: {errno_text()}")
-    header = _struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+        fail(f"Unable to clear the ambient capabilities: {os.strerror(libc_errno())}")
+    header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
     low, high = keep & 0xFFFFFFFF, keep >> 32
-    data = _struct.pack("6I", low, low, 0, high, high, 0)   # effective, permitted, inheritable
+    data = struct.pack("6I", low, low, 0, high, high, 0)   # effective, permitted, inheritable
     if libc.capset(header, data) != 0:
-        fail(f"Unable to set capabilities: {errno_text()}")
+        fail(f"Unable to set capabilities: {os.strerror(libc_errno())}")
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        fail(f"Unable to make the init non-dumpable: {errno_text()}")
+        fail(f"Unable to make the init non-dumpable: {os.strerror(libc_errno())}")
 
 
 def forward(signum: int, frame) -> None:
     if child:
         try:
-            posix.kill(child, signum)
+            os.kill(child, signum)
         except OSError:
             pass
     else:                                 # before the program runs: end right here
@@ -213,11 +259,11 @@ def forward(signum: int, frame) -> None:
 
 def catch_signals() -> None:
     for name in FORWARDED:
-        _signal.signal(getattr(_signal, name), forward)
+        signal.signal(getattr(signal, name), forward)
 
 
 def forwarded() -> set[int]:
-    return {getattr(_signal, name) for name in FORWARDED}
+    return {getattr(signal, name) for name in FORWARDED}
 
 
 def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None, workdir: str = "") -> None:
@@ -225,26 +271,26 @@ def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None,
     global child_of_init
     child_of_init = True
     for name in FORWARDED + ("SIGPIPE", "SIGXFSZ"):    # Python ignores the last two
-        _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, forwarded())   # one forwarded meanwhile acts now
-    posix.setsid()
-    if posix.isatty(0):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded())   # one forwarded meanwhile acts now
+    os.setsid()
+    if os.isatty(0):
         libc.ioctl(0, TIOCSCTTY, 0)          # -t: the pty is the program's terminal
     if uid_gid:
         uid, gid = uid_gid
-        posix.setgroups([])
-        posix.setgid(gid)
-        posix.setuid(uid)
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
     if workdir:
         try:
-            posix.chdir(workdir)
+            os.chdir(workdir)
         except OSError as e:
             fail(f"Unable to change to the working directory {workdir}: {e.strerror}")
     path = find_program(program[0], env.get(b"PATH", b"").decode())
     if path is None:
         fail(f"Unable to locate {program[0]}", 127)
     try:
-        posix.execve(path, program, env)
+        os.execve(path, program, env)
     except OSError as e:
         fail(f"Unable to exec {program[0]}: {e.strerror}", 126)
 
@@ -252,17 +298,17 @@ def exec_program(program: list[str], env: dict, uid_gid: tuple[int, int] | None,
 def wait_for(pid: int) -> int:
     """Reap every child (orphans land here) until `pid` ends; its shell-style status."""
     while True:
-        reaped, status = posix.waitpid(-1, 0)
+        reaped, status = os.waitpid(-1, 0)
         if reaped == pid:
-            if posix.WIFSIGNALED(status):
-                return 128 + posix.WTERMSIG(status)
-            return posix.WEXITSTATUS(status)
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.WEXITSTATUS(status)
 
 
 def is_a(kind, path: str) -> bool:
-    """os.path.isfile and isdir: `kind` is _stat.S_ISREG or S_ISDIR."""
+    """os.path.isfile and isdir: `kind` is stat.S_ISREG or S_ISDIR."""
     try:
-        return kind(posix.stat(path).st_mode)
+        return kind(os.stat(path).st_mode)
     except OSError:
         return False
 
@@ -271,50 +317,44 @@ def find_program(name: str, path: str) -> str | None:
     """Where `exec` would find `name`: itself if it has a slash, else along PATH."""
     candidates = [name] if "/" in name else [f"{d or '.'}/{name}" for d in path.split(":")]
     for candidate in candidates:
-        if is_a(_stat.S_ISREG, candidate) and posix.access(candidate, posix.X_OK):
+        if is_a(stat.S_ISREG, candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
 
 
-def main(argv: list[str]) -> int:
-    global child, status_fd
-    if not argv:
-        fail("You should not invoke docker-init manually")
-    flags, program = parse_args(list(argv))
-    gateway, user, workdir = flags["-g"], flags["-u"], flags["-w"]
-    if not program:
-        fail("sysinit: no program given")
-    status_fd = open_status()
-    catch_signals()
-    if gateway:
-        try:
-            add_default_route(gateway)
-        except OSError as e:
-            fail(f"Unable to set up networking: {e}")
-    env = initial_environment()
-    uid_gid = None
-    if user:
-        try:
-            uid_gid = lookup_user(user)
-        except (LookupError, ValueError) as e:
-            fail(f"Unable to find user {user}: {e}")
-    if workdir:
-        try:
-            make_dirs(workdir)
-        except OSError as e:
-            fail(f"Unable to create the working directory {workdir}: {e.strerror}")
-    if is_a(_stat.S_ISDIR, INIT_DIR):
-        detach_host_files()
-        drop_capabilities()
-    # Blocked across the fork: a signal that came before `child` was set, or
-    # reached the child while Python's handler was still its own, would be lost.
-    _signal.pthread_sigmask(_signal.SIG_BLOCK, forwarded())
-    pid = posix.fork()
-    if pid == 0:
-        exec_program(program, env, uid_gid, workdir)
-    child = pid
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, forwarded())
-    leave(wait_for(pid))
+# -- Start-up speed -------------------------------------------------------------------
+# signal, socket and ctypes would load enum and more: 7 ms of every start here
+# (bench/README.md). Their C modules go by the same names and take the same
+# calls; Libc is what ctypes.CDLL(None, use_errno=True) does with _ctypes.
+
+import _ctypes  # noqa: E402
+import _signal as signal  # noqa: E402
+import _socket as socket  # noqa: E402
+
+
+class CInt(_ctypes._SimpleCData):
+    _type_ = "i"                          # ctypes.c_int
+
+
+class LibcFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = CInt
+
+
+class Libc:
+    """ctypes.CDLL(None, use_errno=True): the C library's functions, by name."""
+    _handle = _ctypes.dlopen(None, os.RTLD_NOW)
+
+    def __getattr__(self, name: str) -> LibcFunction:
+        return LibcFunction((name, self))
+
+
+libc = Libc()
+
+
+def libc_errno() -> int:
+    """ctypes.get_errno(): what the last call through `libc` failed with."""
+    return _ctypes.get_errno()
 
 
 if __name__ == "__main__":

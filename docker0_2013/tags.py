@@ -3,14 +3,15 @@
 It maps repository -> tag -> full image ID and resolves the names users type
 (`base`, `base:latest`, an ID prefix) to images.
 
+Runs in: the daemon, on its event loop and in worker threads (import, pull):
+hence its lock.
+
 Changed since 2013:
 - the file is written atomically (2013 truncated it first, spec 10.2);
-- a repository name may start with a registry `host:port/` (`localhost:5000/app`),
-  so `repo:tag` is split at the last `:` that is not followed by a `/`;
-  2013 split at the first `:` and refused any `:` in a repository name;
+- a repository name may start with a registry `host:port/`, so `repo:tag`
+  is split at the last `:` not followed by a `/`;
 - reloading replaces the map instead of merging into it;
-- `rmi` removes the tags of the image it deletes (2013 left them dangling);
-- lookups take the same lock as changes: imports tag from worker threads.
+- `rmi` removes the tags of the image it deletes (2013 left them dangling).
 """
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ def validate_tag_name(tag: str) -> None:
         raise ValueError(f"Illegal tag name: {tag}")
 
 
+class ImageNotFound(LookupError):
+    """No image by that ID, nor a tag by that name: `run` tries a pull then."""
+
+
 class TagStore:
     def __init__(self, path: str, graph: Graph) -> None:
         self.path = path
@@ -75,7 +80,8 @@ class TagStore:
         atomic_write(self.path, json_compact({"Repositories": ordered}), 0o600)
 
     def set(self, repo: str, tag: str, image_name: str, force: bool = True) -> None:
-        """Point repo:tag at an image. Like 2013, an existing tag is always moved."""
+        """Point repo:tag at an image. Like 2013, an existing tag is always moved:
+        `force` (tag -f) is kept for 2013's signature and changes nothing."""
         image = self.lookup_image(image_name)
         tag = tag or DEFAULT_TAG
         validate_repository_name(repo)
@@ -108,7 +114,7 @@ class TagStore:
         repo, tag = parse_repository_tag(name)
         image_id = self.get(repo, tag)
         if image_id is None:
-            raise LookupError(f"Image does not exist: {name}")
+            raise ImageNotFound(f"Image does not exist: {name}")
         return self.graph.get(image_id)
 
     def image_name(self, image_id: str) -> str:
@@ -136,6 +142,5 @@ class TagStore:
             try:
                 found.append((repo, tag, self.graph.get(image_id)))
             except (KeyError, OSError, ValueError) as e:
-                reason = e.args[0] if isinstance(e, KeyError) and e.args else e
-                log.info("Warning: couldn't load %s from %s/%s: %s", image_id, repo, tag, reason)
+                log.info("Warning: couldn't load %s from %s/%s: %s", image_id, repo, tag, e)
         return found

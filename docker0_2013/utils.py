@@ -1,22 +1,23 @@
 """Small helpers shared by every layer: docker/utils.go of 2013.
 
-2013's utils.go held HumanDuration, the TruncIndex, the write broadcaster,
-the buffered pipe reader and the progress reader. They are here under the
-same names, plus three things Go gave Docker for free and Python does not:
-Go's time format, Go's JSON escaping and text/tabwriter (spec appendices B-D).
+2013's utils.go held HumanDuration, the TruncIndex and the progress reader;
+they are here under the same names. Its write broadcaster and buffered pipe
+reader are gone: the shim (shim.py) writes the logs that attached clients follow.
+Added: what Go gave Docker for free and Python does not (Go's time format,
+JSON escaping and text/tabwriter, spec appendices B-D).
 
-Changed since 2013: files are written atomically (temp file, fsync, rename),
-because the 2013 truncate-then-write could lose the tag store (spec 10.2);
-TruncIndex is a sorted list searched with bisect instead of one long string.
-Goroutines were cheap and Python threads are not, so blocking work that a
-client paces (its stdin, its reading of our output, a remote server) runs on
-a bounded pool of its own, CLIENT_PACED, and never fills asyncio's default
-executor, which the quick commands and `run`'s set-up use.
-Go's os.RemoveAll and filepath.Walk became `walk_tree`, `remove_tree` and
-`Mirror`: they go through directories by file descriptor, one level at a
-time, so a container's 10,000-level `mkdir a; cd a` tree (paths far longer
-than PATH_MAX) is committed, exported and removed like any other, and
-`set_aside` moves what start-up cannot read or remove into a quarantine.
+Runs in: the daemon, on its event loop and in worker threads.
+
+Changed since 2013:
+- files are written atomically (temp file, fsync, rename): 2013's
+  truncate-then-write could lose the tag store (spec 10.2);
+- TruncIndex is a sorted list searched with bisect, not one long string;
+- work a peer paces (a client uploading an import or reading an export, a
+  registry) runs on a bounded pool of its own, CLIENT_PACED, and never fills
+  asyncio's default executor, which the quick commands use;
+- trees are walked by directory fd (walk_tree, remove_tree, Mirror), so a
+  tree deeper than PATH_MAX is committed, exported and removed like any other;
+- what start-up cannot read or remove is moved to a quarantine (set_aside).
 """
 from __future__ import annotations
 
@@ -103,6 +104,14 @@ def short_id(full_id: str) -> str:
     return full_id[:12]
 
 
+class NoSuchId(KeyError):
+    """An ID or prefix that names nothing: a KeyError, as a dict's, but its text is
+    the message itself (str() of a KeyError quotes it), ready for `Error: ...`."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class TruncIndex:
     """Finds a full ID from any unique prefix of it (spec 4.4).
 
@@ -124,7 +133,7 @@ class TruncIndex:
     def delete(self, full_id: str) -> None:
         i = bisect.bisect_left(self._ids, full_id)
         if i == len(self._ids) or self._ids[i] != full_id:
-            raise KeyError(f"No such id: {full_id}")
+            raise NoSuchId(f"No such id: {full_id}")
         del self._ids[i]
 
     def get(self, prefix: str) -> str:
@@ -133,7 +142,7 @@ class TruncIndex:
         if (prefix and len(matches) >= 1 and matches[0].startswith(prefix)
                 and (len(matches) == 1 or not matches[1].startswith(prefix))):
             return matches[0]
-        raise KeyError(f"No such id: {prefix}")
+        raise NoSuchId(f"No such id: {prefix}")
 
 
 # -- Files ----------------------------------------------------------------------
@@ -344,7 +353,7 @@ def create_in_root(root: str, names: list[str], directory: bool = False) -> os.s
         os.close(fd)
 
 
-def at(fd: int | None, name: str) -> str:
+def fd_path(fd: int | None, name: str) -> str:
     """A short path for `name` in directory `fd`, for calls without a dir_fd (xattrs)."""
     return name if fd is None else f"/proc/self/fd/{fd}/{name}"
 
@@ -376,12 +385,19 @@ def remove_tree(path: str) -> None:
 
 
 def mounts_below(path: str) -> list[str]:
-    """Mount points at or below `path`, from /proc/self/mountinfo."""
+    """Mount points at or below `path`."""
     top = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        points = [os.fsdecode(line.split()[4]) for line in f]
-    points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) for p in points]
-    return [p for p in points if p == top or p.startswith(top.rstrip("/") + "/")]
+    return [p for p, _, _ in mountinfo() if p == top or p.startswith(top.rstrip("/") + "/")]
+
+
+def mountinfo(path: str = "/proc/self/mountinfo") -> Iterator[tuple[str, str, str]]:
+    """Each mount's point, filesystem type and superblock options, from mountinfo(5)."""
+    with open(path, "rb") as f:
+        for line in f:
+            fields, _, rest = os.fsdecode(line).partition(" - ")
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields.split()[4])
+            fstype, _, options = (rest.split() + ["", ""])[:3]
+            yield point, fstype, options
 
 
 def set_aside(path: str, quarantine: str, why: object) -> None:

@@ -67,8 +67,10 @@ SECTIONS = [
     Section("import", "A new image from a tarball on stdin (`-`) or at a URL; prints its ID. "
             "contrib/mkimage-busybox writes a busybox root filesystem as a tar archive.",
             [Step("contrib/mkimage-busybox | docker0 import - base", "^" + ID + "$", capture="base")]),
-    Section("images", "The tagged images (`-a`: every image, `-q`: IDs only).",
-            [Step("docker0 images", r"base +latest +{base}")]),
+    Section("images", "The tagged images (`-a`: every image, `-q`: IDs only, `-viz`: the image "
+            "tree in Graphviz's dot language, as Docker 0.4 added it).",
+            [Step("docker0 images", r"base +latest +{base}"),
+             Step("docker0 images -viz", r'"{base}" \[label="{base}\\nbase:latest"')]),
     Section("info", "Counts of containers and images.",
             [Step("docker0 info", r"containers: 0\nversion: 0\.1\.3\nimages: 1\n")]),
     Section("history", "An image and its parents, newest first.",

@@ -1,5 +1,6 @@
-"""Shared by the container, fault, fuzz and load tests: the base image, a daemon
-with it imported, and what a test checks on disk and on the host afterwards."""
+"""Shared by the container, fault, fuzz and load tests: what a test checks on disk
+and on the host afterwards, and ways to reach a container. The fixtures (`d`,
+`base_tar`) are in conftest.py."""
 from __future__ import annotations
 
 import contextlib
@@ -9,32 +10,11 @@ import json
 import os
 import re
 import socket
-import subprocess
 import time
 
-import pytest
-
-from netns import CLONE_NEWNET, REPO, Daemon
+from netns import CLONE_NEWNET, Daemon
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-@pytest.fixture(scope="session")
-def base_tar() -> bytes:
-    return subprocess.run([os.path.join(REPO, "contrib", "mkimage-busybox")],
-                          check=True, capture_output=True).stdout
-
-
-@pytest.fixture
-def d(base_tar):
-    """A daemon with the busybox `base` image imported."""
-    daemon = Daemon()
-    try:
-        out = daemon.call("import", "-", "base", stdin=base_tar)
-        assert re.fullmatch(r"[0-9a-f]{12}\n", out), out
-        yield daemon
-    finally:
-        daemon.destroy()
 
 
 def run_detached(d: Daemon, *args: str) -> str:

@@ -17,7 +17,6 @@ import pytest
 
 from docker0_2013.commands import COMMANDS
 from docker0_2013.server import may_connect
-from helpers import base_tar  # noqa: F401
 from netns import PYTHON, REPO, Daemon
 
 REFUSED = ("Error: Permission denied: you (uid 1) are neither root nor a member of the group nogroup, "

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import NOTHING, base_tar, run_detached, settled_leftovers  # noqa: F401
+from helpers import NOTHING, run_detached, settled_leftovers
 from netns import Daemon, cgroup_mounts_script
 
 

@@ -30,7 +30,6 @@ import time
 import pytest
 
 from docker0_2013.utils import remove_tree, walk_tree
-from helpers import base_tar  # noqa: F401 (a fixture)
 from netns import Daemon
 
 DEPTH = 1500

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 
-from helpers import NOTHING, base_tar, d, dnat_rules, run_detached, saved_containers, settled_leftovers  # noqa: F401
+from helpers import NOTHING, dnat_rules, run_detached, saved_containers, settled_leftovers
 from netns import Daemon
 
 KILLS_PER_OPERATION = 8          # four operations: 32 kills in all

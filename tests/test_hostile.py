@@ -23,7 +23,7 @@ import threading
 
 import pytest
 
-from helpers import NOTHING, base_tar, d, settled_leftovers  # noqa: F401
+from helpers import NOTHING, settled_leftovers
 from netns import CLONE_NEWNET
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -27,7 +27,7 @@ from docker0_2013.archive import untar
 from docker0_2013.graph import Graph
 from docker0_2013.tags import TagStore
 from docker0_2013.utils import format_time
-from helpers import base_tar, d, daemon_fds, settled_fds  # noqa: F401 (fixtures)
+from helpers import daemon_fds, settled_fds
 from netns import PYTHON, REPO, Daemon
 from test_archive import hostile_archives, listing, make_tree, member, tar_of
 
@@ -233,7 +233,8 @@ def test_images_table(chain):
     assert chain.call("tag", A[:9], "zed", "old") == "" and chain.call("tag", A, "mid") == ""
     assert f"   {'mid:latest'}\n" in chain.call("images", "chain")
     usage = "\nUsage: docker images [OPTIONS] [NAME]\n\nList images\n\n" \
-            "  -a=false: show all images\n  -q=false: only show numeric IDs\n"
+            "  -a=false: show all images\n  -q=false: only show numeric IDs\n" \
+            "  -viz=false: output in graphviz format\n"
     assert chain.call("help", "images") == usage
     assert chain.call("images", "a", "b") == usage
     assert chain.call("images", "-x") == "flag provided but not defined: -x\n" + usage
@@ -248,6 +249,29 @@ def test_images_table(chain):
     chain.restart()
     assert "ghost" not in chain.call("images") and chain.call("images", "ghost").count("\n") == 1
     assert f"Warning: couldn't load {'e' * 64} from ghost/latest: No such id: {'e' * 64}" in chain.logs()
+
+
+def test_images_viz(chain):
+    """Docker 0.4's graph: every image an edge from its parent (a root from an invisible
+    `base`), oldest first; tagged images are boxes labelled with their ID and tags."""
+    assert chain.call("tag", LONE[:12], 'odd"name', 'x') == ""
+    assert chain.call("images", "-viz") == "".join([
+        "digraph docker {\n",
+        f' base -> "{R[:12]}" [style=invis]\n',
+        f' "{R[:12]}" -> "{A[:12]}"\n',
+        f' "{"f" * 12}" -> "{ORPHAN[:12]}"\n',
+        f' "{A[:12]}" -> "{B[:12]}"\n',
+        f' base -> "{LONE[:12]}" [style=invis]\n',
+        *sorted([f' "{B[:12]}" [label="{B[:12]}\\nchain:latest\\nchain:v1",shape=box,'
+                 f'fillcolor="paleturquoise",style="filled,rounded"];\n',
+                 f' "{LONE[:12]}" [label="{LONE[:12]}\\nodd\\"name:x",shape=box,'
+                 f'fillcolor="paleturquoise",style="filled,rounded"];\n']),
+        " base [style=invisible]\n",
+        "}\n"])
+    if shutil.which("dot"):             # Graphviz reads it (Debian's graphviz package)
+        svg = subprocess.run(["dot", "-Tsvg"], input=chain.call("images", "-viz"), capture_output=True,
+                             text=True, check=True).stdout
+        assert "chain:v1" in svg and 'odd&quot;name:x' in svg
 
 
 def test_history(chain):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import NOTHING, base_tar, d, run_detached, settled_leftovers  # noqa: F401
+from helpers import NOTHING, run_detached, settled_leftovers
 from netns import REPO
 
 CAPS = {"chown": 0, "dac_override": 1, "fowner": 3, "fsetid": 4, "kill": 5, "setgid": 6,

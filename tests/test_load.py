@@ -6,8 +6,7 @@ import json
 import random
 import re
 
-from helpers import NOTHING, base_tar, d, exchange, inside, run_detached, settled_leftovers  # noqa: F401
-
+from helpers import NOTHING, exchange, inside, run_detached, settled_leftovers
 CONNECTIONS = 500
 RUNS = 20
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from docker0_2013 import lxc
+from docker0_2013 import sysinit
 from docker0_2013.sysinit import find_program, parse_args
 
 
@@ -90,3 +91,23 @@ def test_resolv_conf_is_mounted_where_prepare_rootfs_says_and_never_created_by_l
     assert "lxc.mount.entry = /r/resolv.conf run/a\\040dir\\012x/resolv.conf none bind,ro,nosuid,nodev,noexec 0 0\n" \
         in text
     assert not any("resolv.conf" in line and "create=" in line for line in text.splitlines())
+
+
+# Numbers from include/uapi/linux/capability.h, which lxc.cap.keep's names stand for.
+CAPABILITY_NUMBERS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4,
+                      "kill": 5, "setgid": 6, "setuid": 7, "setpcap": 8, "net_bind_service": 10,
+                      "net_raw": 13, "net_admin": 12, "sys_chroot": 18, "sys_admin": 21, "mknod": 27,
+                      "audit_write": 29, "setfcap": 31}
+
+
+def test_sysinit_keeps_the_capabilities_lxc_keeps():
+    """lxc.py names the default set, sysinit.py (which imports nothing of the package)
+    numbers it: the two lists must be the same set, and INIT_DIR the same place."""
+    assert sorted(CAPABILITY_NUMBERS[name] for name in lxc.DEFAULT_CAPS.split()) == sorted(sysinit.DEFAULT_CAPS)
+    assert not {CAPABILITY_NUMBERS[name] for name in lxc.INIT_CAPS.split()} & set(sysinit.DEFAULT_CAPS)
+    assert sysinit.INIT_DIR == lxc.INIT_DIR
+
+
+def test_lxc_start_is_named_by_its_path():
+    command = lxc.execute_command("abc", "/r/containers", "/r/containers/abc/config.lxc", ["init"])
+    assert command[0].startswith("/") and command[0].endswith("/lxc-start") and command[-2:] == ["--", "init"]

@@ -22,7 +22,7 @@ import time
 import pytest
 
 import netns as netns_module
-from helpers import base_tar, d, inside, run_detached  # noqa: F401
+from helpers import inside, run_detached
 from netns import Daemon, Netns, remove_abandoned_namespaces
 
 STALLED = 8                      # of each kind: stdin uploads and URL imports

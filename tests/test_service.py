@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import base_tar, run_detached  # noqa: F401  (base_tar is a fixture)
+from helpers import run_detached
 from netns import PYTHON, REPO, Daemon, Netns
 
 

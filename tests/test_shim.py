@@ -8,8 +8,7 @@ import os
 import select
 import time
 
-from helpers import NOTHING, base_tar, d, run_detached, settled_leftovers, shim_pids  # noqa: F401
-
+from helpers import NOTHING, run_detached, settled_leftovers, shim_pids
 
 def test_dev_stdout_and_dev_stderr_are_pipes(d):
     """`> /dev/stdout` opens the pipe again; it used to truncate the log file."""
@@ -95,7 +94,7 @@ def test_dev_shm_and_the_broadcast_address(d):
 
 
 def test_shims_come_from_a_fork_server_started_again_if_it_dies(d):
-    """The daemon's one child that forks every shim (container.Shims): a shim's parent is the
+    """The daemon's one child that forks every shim (shim_client.ShimForkServer): a shim's parent is the
     host's init, not the daemon; if the server is killed, the next start starts a new one."""
     cid = run_detached(d, "base", "sleep", "1000")
     shim = json.loads(d.call("inspect", cid))["State"]["Pid"]

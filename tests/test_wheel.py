@@ -16,7 +16,6 @@ import zipfile
 
 import pytest
 
-from helpers import base_tar  # noqa: F401
 from netns import REPO, Daemon
 
 SYSTEM_PYTHON = "/usr/bin/python3"      # also the containers' init interpreter (lxc.HOST_PYTHON)
