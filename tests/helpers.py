@@ -43,6 +43,11 @@ def run_detached(d: Daemon, *args: str) -> str:
     return out.strip()
 
 
+def config_lxc(d: Daemon, short_id: str) -> str:
+    """The LXC configuration the daemon wrote for the container's last start."""
+    return open(glob.glob(os.path.join(d.root, "containers", short_id + "*", "config.lxc"))[0]).read()
+
+
 def dnat_rules(d: Daemon) -> list[str]:
     return [r for r in d.netns.exec("iptables", "-t", "nat", "-S", "DOCKER0").stdout.splitlines()
             if r.startswith("-A")]
@@ -78,7 +83,6 @@ def shim_pids(d: Daemon) -> list[str]:
         except OSError:
             pass
     return found
-
 
 NOTHING = {"mounts": [], "veths": "", "rules": [], "cgroups": [], "procs": []}
 
