@@ -3,6 +3,7 @@ sets bit by bit, and containers that resist their end: each must fail or end."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -114,6 +115,8 @@ def test_apparmor_profile_confines_the_program(d):
         assert [apparmor_label(pid) for pid in pids] == ["lxc-docker0-default (enforce)"] * len(pids)
         assert "lxc.apparmor.profile = lxc-docker0-default\n" in config
         assert "generated" not in config
+        with open(lxc.APPARMOR_FILE, "rb") as f:      # loaded by a daemon's start, this text
+            assert open(lxc.APPARMOR_LOADED).read() == hashlib.sha256(f.read()).hexdigest()
     else:
         assert "lxc.apparmor" not in config
         assert "No AppArmor in this kernel: containers run without an AppArmor profile" in d.logs()
