@@ -58,7 +58,8 @@ def leftovers(d: Daemon) -> dict:
     with open("/proc/mounts") as f:
         mounts = [line.split()[1] for line in f if d.root in line]
     veths = d.netns.exec("ip", "-o", "link", "show", "type", "veth").stdout.strip()
-    cgroups = glob.glob("/sys/fs/cgroup/*/lxc.payload.*") + glob.glob("/sys/fs/cgroup/*/*/lxc.payload.*")
+    # at the top of a cgroup2-only /sys/fs/cgroup; below each hierarchy of a v1 or hybrid one
+    cgroups = [c for depth in ("", "*/", "*/*/") for c in glob.glob(f"/sys/fs/cgroup/{depth}lxc.payload.*")]
     ids = os.listdir(os.path.join(d.root, "containers"))
     cgroups = [c for c in cgroups if any(i in c for i in ids)]
     procs = shim_pids(d)
