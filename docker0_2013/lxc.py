@@ -11,10 +11,15 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
   writes the program's status to `init-status` for the shim;
 - isolation as modern Docker's (isolation_lines(), docs/then-and-now.md):
   its default capabilities, a seccomp policy, masked /proc paths, a pids
-  limit, AppArmor where the kernel has it, a per-container resolv.conf, mounted where the image's /etc/resolv.conf
+  limit, where the kernel has AppArmor docker0's one profile (Docker's
+  docker-default, loaded once at daemon start: LXC's `generated` profile
+  ran apparmor_parser at every start), a per-container resolv.conf
+  (systemd-resolved's upstream servers where /etc/resolv.conf names only
+  its stub, as Docker does), mounted where the image's /etc/resolv.conf
   leads inside its root (prepare_rootfs: LXC's `create=file` followed an
   image's links out of it);
-- memory limits in cgroup v1 or v2 keys, whichever the host has; swap only
+- memory limits in cgroup v1 or v2 keys, whichever the host has (on v2
+  memory.max only: a hard limit, as 2013's -m was); swap only
   where the kernel accounts it (2013's start failed there), and `-m` is
   refused at create where no cgroup could apply it;
 - sysinit runs from its compiled .pyc where that is current (sysinit_file());
@@ -24,6 +29,7 @@ Changed since 2013, because LXC 5 and a 2026 kernel differ (spec 12.1):
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import ipaddress
 import logging
@@ -31,6 +37,7 @@ import os
 import py_compile
 import shutil
 import stat
+import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -72,6 +79,13 @@ SHM_SIZE = "64m"                      # /dev/shm, as modern Docker makes it
 STATUS_FILE = "init-status"           # in the container's directory: the init writes its exit status
 LXC_MOUNTS = ("dev", "proc", "sys")    # LXC mounts filesystems of its own on these
 APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
+APPARMOR_PROFILE = "lxc-docker0-default"   # lxc-start may change only to profiles named lxc-*
+APPARMOR_FILE = os.path.join(PACKAGE_DIR, "apparmor-profile")
+SECURITYFS = "/sys/kernel/security"
+APPARMOR_LOADED = "/run/docker0-apparmor"  # the sha256 of the profile text loaded since boot
+RESOLV_CONF = "/etc/resolv.conf"
+RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"   # systemd-resolved's own servers
+RESOLVED_STUB = "127.0.0.53"
 CGROUP_ROOT = "/sys/fs/cgroup"
 _said: set[str] = set()
 
@@ -203,7 +217,7 @@ def lxc_config(*, hostname: str, rootfs: str, bridge: str, iface: NetworkInterfa
     if memory:
         check_memory_limit(memory)
         if v2:
-            lines += [f"lxc.cgroup2.memory.max = {memory}", f"lxc.cgroup2.memory.low = {memory}"]
+            lines.append(f"lxc.cgroup2.memory.max = {memory}")
             if memory_swap >= 0 and swap_accounting():
                 lines.append(f"lxc.cgroup2.memory.swap.max = {memory}")
         else:
@@ -288,18 +302,60 @@ def isolation_lines() -> list[str]:
     ]
 
 
+def apparmor_enabled() -> bool:
+    return read_file(APPARMOR_ENABLED) == "Y"
+
+
 def apparmor_lines() -> list[str]:
-    """LXC's generated AppArmor profile where the kernel has AppArmor; a log line where not."""
+    """docker0's profile (load_apparmor_profile()) where the kernel has AppArmor."""
+    return [f"lxc.apparmor.profile = {APPARMOR_PROFILE}"] if apparmor_enabled() else []
+
+
+def load_apparmor_profile() -> None:
+    """At daemon start, as Docker loads docker-default: the containers' profile into
+    the kernel, unless this very text is loaded already (APPARMOR_LOADED, in /run,
+    says which text was; the kernel's list, that it still is). Without AppArmor,
+    a log line. Fails with what to fix: LXC could start no container."""
+    if not apparmor_enabled():
+        log.info("No AppArmor in this kernel: containers run without an AppArmor profile "
+                 "(capabilities, seccomp and the /proc masks still apply)")
+        return
+    with open(APPARMOR_FILE, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if f"{APPARMOR_PROFILE} (enforce)" in loaded_profiles() and read_file(APPARMOR_LOADED) == digest:
+        return
+    what = f"AppArmor is enabled in this kernel, but the containers' profile {APPARMOR_PROFILE} cannot be loaded"
+    if not os.path.isdir(f"{SECURITYFS}/apparmor"):
+        raise RuntimeError(f"{what}: securityfs is not mounted at {SECURITYFS} "
+                           f"(try 'mount -t securityfs securityfs {SECURITYFS}')")
     try:
-        with open(APPARMOR_ENABLED) as f:
-            enabled = f.read().strip() == "Y"
+        subprocess.run(["apparmor_parser", "--replace", APPARMOR_FILE], capture_output=True,
+                       check=True, timeout=120)
+    except FileNotFoundError:
+        raise RuntimeError(f"{what}: apparmor_parser is missing (install the apparmor package)") from None
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"{what}: {e.stderr.decode(errors='replace').strip()}") from None
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what}: apparmor_parser did not finish") from None
+    try:
+        with open(APPARMOR_LOADED, "w") as f:     # a stamp: without it, the next start loads again
+            f.write(digest)
+    except OSError as e:
+        log.debug("%s: %s", APPARMOR_LOADED, e)
+    log.info("Loaded the AppArmor profile %s from %s", APPARMOR_PROFILE, APPARMOR_FILE)
+
+
+def loaded_profiles() -> list[str]:
+    """The kernel's AppArmor profiles, one "NAME (MODE)" each."""
+    return read_file(f"{SECURITYFS}/apparmor/profiles").splitlines()
+
+
+def read_file(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
     except OSError:
-        enabled = False
-    if enabled:
-        return ["lxc.apparmor.profile = generated", "lxc.apparmor.allow_nesting = 0"]
-    say_once("No AppArmor in this kernel: containers run without an AppArmor profile "
-             "(capabilities, seccomp and the /proc masks still apply)")
-    return []
+        return ""
 
 
 def say_once(message: str) -> None:
@@ -308,12 +364,25 @@ def say_once(message: str) -> None:
         log.info(message)
 
 
+def resolv_conf_source(etc: str = RESOLV_CONF, resolved: str = RESOLVED_UPSTREAM) -> str:
+    """The host file containers take their DNS servers from: `etc`, unless its only
+    server is systemd-resolved's stub (Ubuntu's default), which no container can
+    reach on its own loopback; then resolved's list of the upstream servers, as
+    Docker does."""
+    try:
+        with open(etc) as f:
+            servers = [words[1] for words in map(str.split, f) if len(words) > 1 and words[0] == "nameserver"]
+    except OSError:
+        return etc
+    return resolved if servers == [RESOLVED_STUB] and os.path.isfile(resolved) else etc
+
+
 def copy_resolv_conf(container_dir: str) -> None:
     """The container's own copy of the host's resolv.conf (as modern Docker does), so
     that no file of the host itself is mounted into the container; an empty one if the
     host has none. Also creates the empty exit-status file the init writes to."""
     try:
-        with open("/etc/resolv.conf", "rb") as f:
+        with open(resolv_conf_source(), "rb") as f:
             text = f.read()
     except OSError:
         text = b""

@@ -96,7 +96,8 @@ def has_overlayfs() -> bool:
 
 
 def check_host(bridge: str) -> None:
-    """What every container needs, checked once at start (2013 found out at the first `run`).
+    """What every container needs, checked once at start (2013 found out at the first `run`),
+    and the containers' AppArmor profile loaded where the kernel has AppArmor.
 
     One fatal error names everything that is missing.
     """
@@ -108,10 +109,11 @@ def check_host(bridge: str) -> None:
     if not has_overlayfs():
         missing.append("the kernel does not support overlayfs ('overlay' is not in "
                        "/proc/filesystems; try 'modprobe overlay')")
-    try:
-        bridge_network(bridge)
-    except RuntimeError as e:
-        missing.append(str(e))
+    for check in (lambda: bridge_network(bridge), lxc.load_apparmor_profile):
+        try:
+            check()
+        except RuntimeError as e:
+            missing.append(str(e))
     if missing:
         raise RuntimeError("This host cannot run containers: " + "; ".join(missing))
 

@@ -23,6 +23,11 @@ def run_detached(d: Daemon, *args: str) -> str:
     return out.strip()
 
 
+def config_lxc(d: Daemon, short_id: str) -> str:
+    """The LXC configuration the daemon wrote for the container's last start."""
+    return open(glob.glob(os.path.join(d.root, "containers", short_id + "*", "config.lxc"))[0]).read()
+
+
 def dnat_rules(d: Daemon) -> list[str]:
     return [r for r in d.netns.exec("iptables", "-t", "nat", "-S", "DOCKER0").stdout.splitlines()
             if r.startswith("-A")]
@@ -33,7 +38,8 @@ def leftovers(d: Daemon) -> dict:
     with open("/proc/mounts") as f:
         mounts = [line.split()[1] for line in f if d.root in line]
     veths = d.netns.exec("ip", "-o", "link", "show", "type", "veth").stdout.strip()
-    cgroups = glob.glob("/sys/fs/cgroup/*/lxc.payload.*") + glob.glob("/sys/fs/cgroup/*/*/lxc.payload.*")
+    # at the top of a cgroup2-only /sys/fs/cgroup; below each hierarchy of a v1 or hybrid one
+    cgroups = [c for depth in ("", "*/", "*/*/") for c in glob.glob(f"/sys/fs/cgroup/{depth}lxc.payload.*")]
     ids = os.listdir(os.path.join(d.root, "containers"))
     cgroups = [c for c in cgroups if any(i in c for i in ids)]
     procs = shim_pids(d)
@@ -58,7 +64,6 @@ def shim_pids(d: Daemon) -> list[str]:
         except OSError:
             pass
     return found
-
 
 NOTHING = {"mounts": [], "veths": "", "rules": [], "cgroups": [], "procs": []}
 

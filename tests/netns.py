@@ -146,28 +146,31 @@ def kill_until_gone(find_pids) -> None:
 
 
 def cgroup_mounts_script(cgroups: str = "host") -> str:
-    """Shell commands that mount the host's cgroup hierarchies again.
+    """Shell commands that mount the host's cgroup hierarchies (and securityfs) again.
 
     `ip netns exec` mounts a fresh /sys for the namespace (LXC needs its
     /sys/class/net), which hides /sys/fs/cgroup; without it LXC cannot apply
     any cgroup limit. Mounting the same hierarchies again (in the private
-    mount namespace `ip netns exec` made) brings them back.
+    mount namespace `ip netns exec` made) brings them back. So does
+    securityfs where the host has it: with AppArmor, the daemon loads its
+    profile through it, and LXC refuses to start a container without it.
 
     cgroups="v2" mounts only the cgroup2 hierarchy, at /sys/fs/cgroup: the
     layout of a cgroup v2 host (Debian 12 on), whatever this host has. Its
     controllers are those the host has not bound to a v1 hierarchy.
     """
-    if cgroups == "v2":
-        return 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
-    commands = []
+    commands = ["mount -t cgroup2 cgroup2 /sys/fs/cgroup"] if cgroups == "v2" else []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields, _, rest = line.partition(" - ")
             point = fields.split()[4]
             fstype, source, options = rest.split()[:3]
-            if point.startswith("/sys/fs/cgroup") and fstype in ("tmpfs", "cgroup", "cgroup2"):
+            hierarchy = point.startswith("/sys/fs/cgroup") and fstype in ("tmpfs", "cgroup", "cgroup2")
+            if hierarchy and cgroups != "v2":
                 options = "mode=755" if fstype == "tmpfs" else options
                 commands.append(f"mkdir -p {point} && mount -t {fstype} -o {options} {source} {point}")
+            elif point == "/sys/kernel/security" and fstype == "securityfs":
+                commands.append(f"mount -t securityfs securityfs {point}")
     return " && ".join(commands + ['exec "$@"'])
 
 

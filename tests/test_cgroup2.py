@@ -111,7 +111,9 @@ def test_memory_limit_on_cgroup2(d2):
     controllers = v2_controllers(d2)
     if "memory" in controllers:
         cid = run_detached(d2, "-m", "33554432", "base", "sh", "-c", f"sleep 1; {fill}")
-        assert v2_shell(d2, f"cat /sys/fs/cgroup{payload_cgroup(d2, cid)}/memory.max") == "33554432\n"
+        cgroup = f"/sys/fs/cgroup{payload_cgroup(d2, cid)}"
+        # a hard limit, as 2013's -m: none of it protected from reclaim (memory.low)
+        assert v2_shell(d2, f"cat {cgroup}/memory.max {cgroup}/memory.low") == "33554432\n0\n"
         assert d2.call("wait", cid) != "0\n"
         assert "survived" not in d2.call("logs", cid)
     else:       # refused before anything is created, and the daemon serves on

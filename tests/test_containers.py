@@ -16,7 +16,9 @@ import time
 
 import pytest
 
-from helpers import NOTHING, daemon_fds, exchange, inside, run_detached, saved_containers, settled_leftovers
+from docker0_2013 import lxc
+from helpers import (NOTHING, config_lxc, daemon_fds, exchange, inside, run_detached, saved_containers,
+                     settled_leftovers)
 from netns import PYTHON, REPO
 
 
@@ -185,8 +187,11 @@ def test_memory_limit(d):
     cid = run_detached(d, "-m", "33554432", "base", "sh", "-c", fill)
     assert d.call("wait", cid) != "0\n"
     assert "survived" not in d.call("logs", cid)
-    assert "lxc.cgroup.memory.limit_in_bytes = 33554432" in \
-        open(glob.glob(os.path.join(d.root, "containers", cid + "*", "config.lxc"))[0]).read()
+    config = config_lxc(d, cid)
+    if lxc.cgroup_v2_only():        # a hard limit, as in 2013: no memory.low protecting it
+        assert "lxc.cgroup2.memory.max = 33554432\n" in config and "memory.low" not in config
+    else:
+        assert "lxc.cgroup.memory.limit_in_bytes = 33554432\n" in config
     cid = run_detached(d, "base", "sh", "-c", fill)
     assert d.call("wait", cid) == "0\n"
 

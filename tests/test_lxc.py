@@ -1,11 +1,17 @@
 """The generated LXC 5 configuration and init command line (pure logic)."""
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+
 import pytest
 
 from docker0_2013 import lxc
 from docker0_2013 import sysinit
 from docker0_2013.sysinit import find_program, parse_args
+from netns import REPO
 
 
 class Iface:
@@ -32,8 +38,8 @@ def test_config_uses_lxc5_keys():
 
 def test_memory_limit_lines():
     text = config(memory=33554432)
-    if lxc.cgroup_v2_only():
-        assert "lxc.cgroup2.memory.max = 33554432\n" in text
+    if lxc.cgroup_v2_only():        # a hard limit only, as 2013's -m: memory.low would protect it all
+        assert "lxc.cgroup2.memory.max = 33554432\n" in text and "memory.low" not in text
     else:
         assert "lxc.cgroup.memory.limit_in_bytes = 33554432\n" in text
         if lxc.swap_accounting():
@@ -112,3 +118,45 @@ def test_sysinit_keeps_the_capabilities_lxc_keeps():
 def test_lxc_start_is_named_by_its_path():
     command = lxc.execute_command("abc", "/r/containers", "/r/containers/abc/config.lxc", ["init"])
     assert command[0].startswith("/") and command[0].endswith("/lxc-start") and command[-2:] == ["--", "init"]
+
+
+def test_resolv_conf_source(tmp_path):
+    """systemd-resolved's stub alone (Ubuntu's default) is unreachable from a container:
+    its upstream servers are taken instead, as Docker does; any other file as it is."""
+    etc, resolved = tmp_path / "resolv.conf", tmp_path / "upstream.conf"
+    choose = lambda: lxc.resolv_conf_source(etc=str(etc), resolved=str(resolved))  # noqa: E731
+    etc.write_text("# managed by systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n")
+    assert choose() == str(etc)                   # resolved's own file is missing: as it is
+    resolved.write_text("nameserver 192.0.2.1\n")
+    assert choose() == str(resolved)
+    for other in ("nameserver 192.0.2.9\n", "nameserver 127.0.0.53\nnameserver 192.0.2.9\n",
+                  "nameserver 127.0.0.1\n", "", "# nameserver 127.0.0.53\n"):
+        etc.write_text(other)
+        assert choose() == str(etc), other
+    etc.unlink()
+    assert choose() == str(etc)                   # none at all: copy_resolv_conf writes an empty one
+
+
+def test_apparmor_profile_file():
+    """The profile lxc.py names is the one the package ships, named so that Debian's
+    lxc-start profile lets LXC change to it, denying what Docker's denies and every
+    masked path; where apparmor_parser exists, it parses (no kernel needed)."""
+    with open(lxc.APPARMOR_FILE) as f:
+        text = f.read()
+    assert re.search(r"^profile (\S+) ", text, re.M)[1] == lxc.APPARMOR_PROFILE
+    assert lxc.APPARMOR_PROFILE.startswith("lxc-")      # change_profile -> lxc-*
+    for rule in ("deny mount,", "umount,", "deny /sys/** wklx,", "deny /proc/sysrq-trigger rwklx,",
+                 f"signal (send,receive) peer={lxc.APPARMOR_PROFILE},", "signal (receive) peer=unconfined,",
+                 f"ptrace (trace,read,tracedby,readby) peer={lxc.APPARMOR_PROFILE},"):
+        assert f"\n  {rule}\n" in text, rule
+    for path in lxc.MASKED_FILES:
+        assert f"\n  deny /{path} rwklx,\n" in text, path
+    for path in lxc.MASKED_DIRS:
+        assert f"\n  deny /{path}/** rwklx,\n" in text, path
+    assert "apparmor-profile" in open(os.path.join(REPO, "setup.cfg")).read()   # package data
+    parser = shutil.which("apparmor_parser")
+    if lxc.apparmor_enabled():
+        assert parser, "the daemon needs apparmor_parser on an AppArmor host"
+    if parser:
+        subprocess.run([parser, "--skip-kernel-load", "--skip-cache", lxc.APPARMOR_FILE], check=True,
+                       capture_output=True)
