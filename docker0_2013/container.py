@@ -401,19 +401,21 @@ class Container:
         """SIGTERM, then kill after `timeout` seconds (spec 5.6)."""
         if not self.State.Running:
             return
-        deadline = asyncio.get_running_loop().time() + 1.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         # A namespace's PID 1 gets only the signals it catches: wait for
-        # sysinit to be there, or the signal is lost.
+        # sysinit to be there, or the signal is lost. The wait counts
+        # against `timeout` (a slow or emulated host may take seconds).
         while not self.signal_init(signal.SIGTERM):
             if self.exited.is_set():           # it ended by itself meanwhile
                 await self.stopped.wait()
                 return
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > deadline:
                 log.info("Failed to send SIGTERM to the process, force killing")
                 return await self.kill()
             await asyncio.sleep(0.01)
         try:
-            await asyncio.wait_for(self.stopped.wait(), timeout)
+            await asyncio.wait_for(self.stopped.wait(), max(deadline - loop.time(), 0.1))
         except asyncio.TimeoutError:
             log.info("Container %s failed to exit within %d seconds of SIGTERM - using the force",
                      self.Id, timeout)
