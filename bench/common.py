@@ -13,6 +13,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from netns import PYTHON, REPO, Daemon, cgroup_mounts_script  # noqa: E402
 
+from docker0_2013 import lxc  # noqa: E402
+
 # The command users run (bin/docker0, as installed), on this checkout's package.
 CLIENT = [PYTHON, os.path.join(REPO, "bin", "docker0")]
 os.environ["PYTHONPATH"] = REPO
@@ -49,7 +51,8 @@ def reexec_inside(daemon: Daemon, script: str, *args: str) -> None:
 
 
 class Baseline:
-    """Plain lxc-execute containers on overlay mounts of the image layer, on lxcbr0."""
+    """Plain lxc-execute containers on overlay mounts of the image layer, on lxcbr0
+    (under docker0's AppArmor profile where the kernel has AppArmor)."""
 
     def __init__(self, layer: str, count: int = 1) -> None:
         self.work = tempfile.mkdtemp(prefix="bench-lxc-")
@@ -68,7 +71,11 @@ class Baseline:
                     "lxc.net.0.link = lxcbr0", "lxc.net.0.name = eth0", "lxc.net.0.mtu = 1500",
                     f"lxc.net.0.ipv4.address = 10.0.3.{150 + i}/24", f"lxc.rootfs.path = {rootfs}",
                     "lxc.autodev = 1", "lxc.console.path = none",
-                    "lxc.mount.entry = proc proc proc nosuid,nodev,noexec,create=dir 0 0", ""]))
+                    "lxc.mount.entry = proc proc proc nosuid,nodev,noexec,create=dir 0 0",
+                    # Where the kernel has AppArmor, the profile docker0's containers run
+                    # under (the bench's daemon loaded it), not LXC's per-start `generated` one:
+                    # the same confinement on both sides.
+                    *lxc.apparmor_lines(), ""]))
             self.configs.append((top, config))
 
     def command(self, i: int, *argv: str) -> list[str]:
