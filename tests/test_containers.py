@@ -349,3 +349,24 @@ def test_260_run_rm_cycles_leave_nothing(d):
     assert os.listdir(os.path.join(d.root, "containers")) == []
     assert settled_leftovers(d) == NOTHING
     assert daemon_fds(d) <= fds
+
+
+def nameservers(text: str) -> list[str]:
+    return [words[1] for words in map(str.split, text.splitlines()) if len(words) > 1 and words[0] == "nameserver"]
+
+
+def test_dns_servers_are_the_hosts_upstream_ones(d):
+    """A container gets the host's DNS servers; where the host's resolv.conf names only
+    systemd-resolved's stub (127.0.0.53, on the container's own loopback useless), the
+    upstream servers resolved itself uses, as Docker does (Ubuntu's default, and Debian
+    13's with systemd-resolved: the VM suite runs this branch)."""
+    with open("/etc/resolv.conf") as f:
+        host = f.read()
+    container = d.call("run", "base", "cat", "/etc/resolv.conf")
+    if nameservers(host) == ["127.0.0.53"] and os.path.exists("/run/systemd/resolve/resolv.conf"):
+        with open("/run/systemd/resolve/resolv.conf") as f:
+            upstream = nameservers(f.read())
+        assert upstream and "127.0.0.53" not in upstream
+        assert nameservers(container) == upstream
+    else:
+        assert container == host
