@@ -5,7 +5,7 @@ it asks the kernel (sock_diag) which user owns the connecting socket. The
 tests use the host's own users and groups and change neither: the daemon
 is started with `-G nogroup`, so `nobody` (primary group nogroup) is in
 the group and `daemon` (uid 1, group daemon) is not. Each client runs in
-the daemon's namespace with its uid and gids changed by setpriv.
+the daemon's namespace with its uid and gids changed (DROP_TO_USER).
 """
 from __future__ import annotations
 
@@ -26,9 +26,14 @@ REFUSED = ("Error: Permission denied: you (uid 1) are neither root nor a member 
 def as_user(d: Daemon, user: str, *cmd: str, stdin: bytes = b"") -> str:
     """`cmd` in the daemon's namespace as `user`, with the user's primary group only."""
     entry = pwd.getpwnam(user)
-    return subprocess.run(["ip", "netns", "exec", d.netns.name, "setpriv", f"--reuid={entry.pw_uid}",
-                           f"--regid={entry.pw_gid}", "--clear-groups", *cmd], input=stdin,
+    return subprocess.run(["ip", "netns", "exec", d.netns.name, PYTHON, "-c", DROP_TO_USER,
+                           str(entry.pw_uid), str(entry.pw_gid), *cmd], input=stdin,
                           capture_output=True, timeout=60, cwd=REPO).stdout.decode()
+
+
+# What setpriv --reuid --regid --clear-groups does (Debian 13 ships setpriv apart from util-linux).
+DROP_TO_USER = ("import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
+                "os.execvp(sys.argv[3], sys.argv[3:])")
 
 
 def client(d: Daemon, user: str, *args: str) -> str:
