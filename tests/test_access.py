@@ -5,13 +5,17 @@ it asks the kernel (sock_diag) which user owns the connecting socket. The
 tests use the host's own users and groups and change neither: the daemon
 is started with `-G nogroup`, so `nobody` (primary group nogroup) is in
 the group and `daemon` (uid 1, group daemon) is not. Each client runs in
-the daemon's namespace with its uid and gids changed (DROP_TO_USER).
+the daemon's namespace with its uid and gids changed (DROP_TO_USER), in a
+copy of the package any user can read (a checkout below /root is not).
 """
 from __future__ import annotations
 
 import grp
+import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -23,12 +27,33 @@ REFUSED = ("Error: Permission denied: you (uid 1) are neither root nor a member 
            "which may use this daemon\n")
 
 
+CLIENT_CWD = REPO
+
+
+@pytest.fixture(scope="module", autouse=True)
+def readable_package():
+    """CLIENT_CWD: a copy of the package that every user can read, for `python -m docker0_2013`."""
+    global CLIENT_CWD
+    top = tempfile.mkdtemp(prefix="docker0-test-package-")
+    try:
+        os.chmod(top, 0o755)
+        shutil.copytree(os.path.join(REPO, "docker0_2013"), os.path.join(top, "docker0_2013"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        CLIENT_CWD = top
+        yield
+    finally:
+        CLIENT_CWD = REPO
+        shutil.rmtree(top)
+
+
 def as_user(d: Daemon, user: str, *cmd: str, stdin: bytes = b"") -> str:
-    """`cmd` in the daemon's namespace as `user`, with the user's primary group only."""
+    """`cmd` in the daemon's namespace as `user`, with the user's primary group only: its
+    output (what went wrong, where there is none)."""
     entry = pwd.getpwnam(user)
-    return subprocess.run(["ip", "netns", "exec", d.netns.name, PYTHON, "-c", DROP_TO_USER,
+    done = subprocess.run(["ip", "netns", "exec", d.netns.name, PYTHON, "-c", DROP_TO_USER,
                            str(entry.pw_uid), str(entry.pw_gid), *cmd], input=stdin,
-                          capture_output=True, timeout=60, cwd=REPO).stdout.decode()
+                          capture_output=True, timeout=60, cwd=CLIENT_CWD)
+    return done.stdout.decode() or done.stderr.decode()
 
 
 # What setpriv --reuid --regid --clear-groups does (Debian 13 ships setpriv apart from util-linux).
