@@ -159,11 +159,7 @@ def kill_cgroup(cgroups: dict[str, str], timeout: float = 5.0) -> None:
             pids = [pid for d in directories for pid in cgroup_pids(d)]
             if not pids:
                 return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_all(pids)
             if freezer:
                 return                       # frozen: none of them forked since
             time.sleep(0.005)
@@ -186,3 +182,12 @@ def write_cgroup(directory: str, name: str, value: str) -> None:
             f.write(value)
     except OSError as e:               # the cgroup went away: its processes are gone
         log.debug("%s/%s: %s", directory, name, e)
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL each of `pids`; one that has gone meanwhile is passed over."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 
+from docker0_2013.processes import kill_all
 from docker0_2013.utils import remove_tree
 
 CLONE_NEWNET = 0x40000000
@@ -137,11 +138,7 @@ def kill_until_gone(find_pids) -> None:
         pids = find_pids()
         if not pids:
             return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(pids)
         time.sleep(0.1)
 
 
