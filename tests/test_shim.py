@@ -68,10 +68,13 @@ def attach_and_type(d, cid: str, line: str, wanted: str, timeout: float = 30) ->
 def test_exit_status_and_output_while_the_daemon_is_down(d):
     cid = run_detached(d, "-t", "base", "sh", "-c", "sleep 2; echo late; exit 4")
     d.kill()
-    time.sleep(3)
     full = json.loads(open(os.path.join(d.root, "containers", os.listdir(os.path.join(d.root, "containers"))[0],
                                         "config.json")).read())["Id"]
-    assert open(os.path.join(d.root, "containers", full, "exit-code")).read() == "4\n"
+    exit_code = os.path.join(d.root, "containers", full, "exit-code")
+    deadline = time.monotonic() + 60          # the container sleeps 2 s; far longer on an emulated host
+    while not os.path.exists(exit_code) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open(exit_code).read() == "4\n"
     assert not os.path.exists(os.path.join(d.root, "containers", full, "shim.sock"))
     d.start()
     assert d.call("wait", cid) == "4\n"
