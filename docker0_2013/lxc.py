@@ -41,7 +41,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from .utils import create_in_root, resolve_in_root, short_id
+from .utils import create_in_root, read_file, resolve_in_root, short_id
 
 if TYPE_CHECKING:
     from .network import NetworkInterface
@@ -348,14 +348,6 @@ def load_apparmor_profile() -> None:
 def loaded_profiles() -> list[str]:
     """The kernel's AppArmor profiles, one "NAME (MODE)" each."""
     return read_file(f"{SECURITYFS}/apparmor/profiles").splitlines()
-
-
-def read_file(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def say_once(message: str) -> None:

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 
-from .utils import mountinfo
+from .utils import mountinfo, read_file
 
 log = logging.getLogger("docker0")
 
@@ -169,11 +169,7 @@ def kill_cgroup(cgroups: dict[str, str], timeout: float = 5.0) -> None:
 
 
 def read_cgroup(directory: str, name: str) -> str:
-    try:
-        with open(os.path.join(directory, name)) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return read_file(os.path.join(directory, name))
 
 
 def write_cgroup(directory: str, name: str, value: str) -> None:

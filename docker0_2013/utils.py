@@ -353,6 +353,15 @@ def create_in_root(root: str, names: list[str], directory: bool = False) -> os.s
         os.close(fd)
 
 
+def read_file(path: str) -> str:
+    """A small file's text (a /proc, /sys or /run value), stripped; "" where there is none."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def fd_path(fd: int | None, name: str) -> str:
     """A short path for `name` in directory `fd`, for calls without a dir_fd (xattrs)."""
     return name if fd is None else f"/proc/self/fd/{fd}/{name}"
